@@ -1,0 +1,1 @@
+"""One module per CLI group; see streamproc.cli."""

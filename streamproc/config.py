@@ -1,0 +1,121 @@
+"""Typed, validated configuration, loaded from YAML with ``key.path=value`` overrides.
+
+Every section is a frozen pydantic model; unknown keys are an error.
+
+>>> cfg = load_config(None, ["detector.kind=haar"])
+>>> cfg.detector.kind
+'haar'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streamproc.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DetectorConfig(Section):
+    kind: Literal["mtcnn", "haar"] = Field("mtcnn", description="face detector: MTCNN or OpenCV Haar cascade")
+    min_face_size: int = Field(20, ge=8, description="smallest face side in pixels to look for")
+    thresholds: tuple[float, float, float] = Field(
+        (0.6, 0.7, 0.7), description="MTCNN P/R/O-Net score thresholds"
+    )
+    scale_factor: float = Field(0.709, gt=0.1, lt=1.0, description="MTCNN image-pyramid scale step")
+    device: str = Field("cpu", description="torch device for the detector")
+    pick: Literal["center", "largest", "score"] = Field(
+        "center", description="which face a single-face task (enrol, LFW) takes when there are several"
+    )
+
+
+class AlignConfig(Section):
+    mode: Literal["crop", "similarity"] = Field(
+        "crop", description="crop the box with a margin, or warp 5 landmarks onto a template"
+    )
+    margin: float = Field(
+        0.2, ge=0.0, le=1.0, description="crop mode: margin around the box as a fraction of its size"
+    )
+    image_size: int = Field(160, ge=32, description="side of the square face crop in pixels")
+
+
+class EmbedderConfig(Section):
+    model: str = Field("facenet-irv1-128", description="model name in the registry")
+    batch_size: int = Field(64, ge=1, description="faces per forward pass")
+    device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
+
+
+class Config(Section):
+    """The whole configuration; each stage reads its own section."""
+
+    detector: DetectorConfig = DetectorConfig()
+    align: AlignConfig = AlignConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.align.mode == "similarity" and self.detector.kind == "haar":
+            raise ValueError(
+                "align.mode='similarity' needs landmarks, but detector.kind='haar' gives none: "
+                "use detector.kind=mtcnn or align.mode=crop"
+            )
+        return self
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or defaults when None), apply overrides, validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: expected a mapping at the top, got {type(loaded).__name__}")
+        tree = loaded
+    tree = _deep_merge(tree, parse_overrides(overrides or []))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

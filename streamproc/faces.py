@@ -1,0 +1,90 @@
+"""Still images to embeddings: detect, pick, align, embed.
+
+Used by enrollment, evaluation and the demo. Video goes through ``streamproc.stages``.
+
+Example:
+    >>> pipe = FacePipeline(load_config(None))          # doctest: +SKIP
+    >>> result = pipe.embed_subjects([read_image("face.jpg")])  # doctest: +SKIP
+    >>> result.embeddings.shape                          # doctest: +SKIP
+    (1, 128)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamproc import align
+from streamproc.config import Config
+from streamproc.detect import Detector, build_detector
+from streamproc.errors import InputError
+from streamproc.models.embedder import Embedder
+from streamproc.types import Faces
+
+FALLBACK_CROP_FRACTION = 0.5  # centre square kept when no face is found (LFW subjects are centred)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB; grey and RGBA images are converted."""
+    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
+    if data is None:
+        raise InputError(f"{path}: no such file")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"{path}: not a readable image (JPEG, PNG, BMP, ...)")
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+@dataclass
+class SubjectResult:
+    """One row per input image: the chosen face, or a centre crop when none was found."""
+
+    embeddings: np.ndarray  # (N, D) float32
+    crops: np.ndarray  # (N, S, S, 3) uint8
+    failed: np.ndarray  # (N,) bool: no face found, fallback crop used
+    n_faces: np.ndarray  # (N,) int: faces the detector found
+
+
+class FacePipeline:
+    """Detector + aligner + embedder over still images."""
+
+    def __init__(self, config: Config, detector: Detector | None = None, embedder: Embedder | None = None):
+        self.config = config
+        self.detector = detector or build_detector(config.detector)
+        self.embedder = embedder or Embedder(config.embedder)
+
+    @property
+    def model_version(self) -> str:
+        return self.embedder.version
+
+    def analyse(self, image: np.ndarray) -> tuple[Faces, np.ndarray]:
+        """Every face in one image, with embeddings, and their aligned crops."""
+        faces = self.detector([image])[0]
+        crops = align.align_faces(image, faces, self.config.align)
+        faces.embedding = (
+            self.embedder(crops) if len(faces) else np.zeros((0, self.embedder.card.embedding_dim))
+        )
+        return faces, crops
+
+    def crop_subjects(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The face chosen by ``detector.pick`` in each image, aligned; centre crop when none."""
+        size = self.config.align.image_size
+        detections = self.detector(list(images))
+        crops = np.zeros((len(images), size, size, 3), np.uint8)
+        failed = np.zeros(len(images), bool)
+        for i, (image, faces) in enumerate(zip(images, detections, strict=True)):
+            index = align.pick_face(faces, image.shape, self.config.detector.pick)
+            if index is None:
+                failed[i] = True
+                crops[i] = align.center_crop(image, size, FALLBACK_CROP_FRACTION)
+            else:
+                crops[i] = align.align_faces(image, faces[index], self.config.align)[0]
+        return crops, failed, np.array([len(f) for f in detections])
+
+    def embed_subjects(self, images: Sequence[np.ndarray]) -> SubjectResult:
+        crops, failed, n_faces = self.crop_subjects(images)
+        return SubjectResult(self.embedder(crops), crops, failed, n_faces)

