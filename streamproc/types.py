@@ -10,6 +10,7 @@ a boolean mask or an index array to select faces; ``merge`` concatenates.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -46,6 +47,7 @@ class Faces:
     track_id: np.ndarray | None = None  # (N,) int64, -1 = not tracked yet
     embedding: np.ndarray | None = None  # (N, D) float32, L2-normalised
     quality: np.ndarray | None = None  # (N,) float32 in [0, 1]
+    needs_embedding: np.ndarray | None = None  # (N,) bool: the tracker still wants this face embedded
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
@@ -68,6 +70,10 @@ class Faces:
             self.quality = np.ones(n, np.float32)
         self.quality = np.asarray(self.quality, np.float32)
         _check("quality", self.quality, (None,), n)
+        if self.needs_embedding is None:
+            self.needs_embedding = np.ones(n, bool)
+        self.needs_embedding = np.asarray(self.needs_embedding, bool)
+        _check("needs_embedding", self.needs_embedding, (None,), n)
         if self.embedding is not None:
             self.embedding = np.asarray(self.embedding, EMBEDDING_DTYPE)
             _check("embedding", self.embedding, (None, None), n)
@@ -109,6 +115,54 @@ class Faces:
         return self.boxes[:, 3] - self.boxes[:, 1]
 
 
+@dataclass(frozen=True)
+class Decision:
+    """One identification of one track, emitted once per (stream, track, model version, revision).
+
+    ``identity`` is None for an unknown face. ``revision`` 0 is the first decision; a later
+    change of mind is a separate update event with a higher revision.
+    """
+
+    stream_id: str
+    track_id: int
+    first_pts: float
+    last_pts: float
+    identity: str | None
+    distance: float
+    n_frames: int
+    model_version: str
+    gallery_version: str
+    revision: int = 0
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def event_id(self) -> str:
+        """Idempotent id: the same decision always gets the same id."""
+        key = f"{self.stream_id}|{self.track_id}|{self.model_version}|{self.revision}"
+        return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    @property
+    def kind(self) -> str:
+        return "decision" if self.revision == 0 else "update"
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "stream_id": self.stream_id,
+            "track_id": self.track_id,
+            "first_pts": round(self.first_pts, 6),
+            "last_pts": round(self.last_pts, 6),
+            "identity": self.identity,
+            "known": self.identity is not None,
+            "distance": None if not np.isfinite(self.distance) else round(float(self.distance), 6),
+            "n_frames": self.n_frames,
+            "model_version": self.model_version,
+            "gallery_version": self.gallery_version,
+            "revision": self.revision,
+        }
+
+
 @dataclass
 class FrameBatch:
     """Consecutive frames of one stream and the faces found in them.
@@ -126,6 +180,8 @@ class FrameBatch:
     faces: Faces = field(default_factory=Faces.empty)
     end_of_stream: bool = False
     model_version: str = ""
+    closed_tracks: list[int] = field(default_factory=list)  # tracks that ended in this batch
+    decisions: list[Decision] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames)

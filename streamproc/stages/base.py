@@ -1,0 +1,53 @@
+"""The stage contract: a plain class, no Ray import.
+
+``__init__(config)`` loads what it needs once; ``__call__(batch) -> batch`` does the work;
+stateful stages key their state by ``batch.stream_id`` and expose ``reset(stream_id)``
+(forget one stream, e.g. after its source ended) and ``close()`` (release everything).
+The local runner and the Ray runner chain the same stage classes.
+
+Example:
+    >>> class Count(Stage):
+    ...     name = "count"
+    ...     def process(self, batch):
+    ...         return batch
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from streamproc.errors import StageError, StreamprocError
+from streamproc.types import FrameBatch
+
+
+class Stage(ABC):
+    """Base class: checks the batch type and wraps unexpected errors with stage/stream/pts."""
+
+    name: str = "stage"
+
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        if not isinstance(batch, FrameBatch):
+            raise TypeError(f"{self.name}: expected FrameBatch, got {type(batch).__name__}")
+        try:
+            out = self.process(batch)
+        except StreamprocError:
+            raise
+        except Exception as exc:
+            pts = float(batch.pts[0]) if len(batch.pts) else None
+            raise StageError(
+                f"{type(exc).__name__}: {exc}", stage=self.name, stream_id=batch.stream_id, pts=pts
+            ) from exc
+        if not isinstance(out, FrameBatch):
+            raise TypeError(f"{self.name}: process() must return a FrameBatch, got {type(out).__name__}")
+        return out
+
+    @abstractmethod
+    def process(self, batch: FrameBatch) -> FrameBatch: ...
+
+    def reset(self, stream_id: str) -> None:
+        """Forget everything about one stream (stateless stages have nothing to forget)."""
+        return None
+
+    def close(self) -> None:
+        """Release models, files and connections."""
+        return None

@@ -1,0 +1,154 @@
+"""MTCNN with the real weights on real LFW faces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from streamproc.config import DetectorConfig
+from streamproc.detect import build_detector
+from streamproc.detect.mtcnn import MTCNN, PNet, load_net, pyramid_scales
+from streamproc.errors import ConversionError, InputError, ModelError
+from streamproc.types import Faces
+
+LFW_CENTRE = 125.0  # LFW images are 250x250 with the subject's face in the middle
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path))
+    assert bgr is not None, f"cannot read {path}"
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def detector(mtcnn_weights_dir: Path) -> MTCNN:
+    torch.set_num_threads(1)
+    return MTCNN(DetectorConfig(), mtcnn_weights_dir)
+
+
+@pytest.fixture(scope="module")
+def lfw_images(lfw_dir: Path) -> list[np.ndarray]:
+    """First image of 20 people spread over the alphabet."""
+    people = sorted((lfw_dir / "lfw-deepfunneled").iterdir())
+    step = max(1, len(people) // 20)
+    return [read_rgb(sorted(person.glob("*.jpg"))[0]) for person in people[::step][:20]]
+
+
+def centre_face(faces: Faces) -> int | None:
+    inside = [
+        i
+        for i, (x1, y1, x2, y2) in enumerate(faces.boxes)
+        if x1 <= LFW_CENTRE <= x2 and y1 <= LFW_CENTRE <= y2
+    ]
+    return inside[0] if inside else None
+
+
+def test_finds_the_lfw_subject_with_sane_landmarks(detector, lfw_images):
+    found = detector(lfw_images)
+    assert len(found) == len(lfw_images)
+    for k, faces in enumerate(found):
+        i = centre_face(faces)
+        assert i is not None, f"image {k}: no box contains the centre, got {faces.boxes}"
+        (x1, y1, x2, y2), points = faces.boxes[i], faces.landmarks[i]
+        assert faces.scores[i] > 0.9
+        assert 40 < x2 - x1 < 200 and 40 < y2 - y1 < 220
+        assert np.all(
+            (points[:, 0] >= x1) & (points[:, 0] <= x2) & (points[:, 1] >= y1) & (points[:, 1] <= y2)
+        )
+        left_eye, right_eye, nose, left_mouth, right_mouth = points
+        assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
+        assert left_eye[0] < right_eye[0] and left_mouth[0] < right_mouth[0]
+        assert np.all(faces.frame_index == k)
+
+
+def assert_same_faces(a: Faces, b: Faces) -> None:
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(a.landmarks), np.asarray(b.landmarks), atol=0.05)
+
+
+def test_batch_equals_one_by_one(detector, lfw_images):
+    images = lfw_images[:4]
+    batched = detector(images)
+    for image, faces in zip(images, batched, strict=True):
+        assert_same_faces(faces, detector([image])[0])
+
+
+def test_mixed_sizes_in_one_batch(detector, lfw_images):
+    images = [lfw_images[0], np.ascontiguousarray(lfw_images[1][20:230, 10:240]), lfw_images[2]]
+    batched = detector(images)
+    assert [int(f.frame_index.max()) for f in batched] == [0, 1, 2]
+    for image, faces in zip(images, batched, strict=True):
+        assert_same_faces(faces, detector([image])[0])
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((240, 320, 3), 128, np.uint8),
+        np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8),
+    ],
+    ids=["flat-grey", "noise"],
+)
+def test_no_face(detector, image):
+    assert len(detector([image])[0]) == 0
+
+
+def test_tiny_image_and_empty_list(detector):
+    assert detector([]) == []
+    assert len(detector([np.zeros((8, 8, 3), np.uint8)])[0]) == 0  # smaller than one P-Net window
+
+
+def test_boxes_are_clipped_to_the_image(detector, lfw_images):
+    cut = np.ascontiguousarray(lfw_images[0][:150, :150])  # chin runs off the bottom edge
+    faces = detector([cut])[0]
+    assert len(faces) >= 1
+    assert np.all(faces.boxes >= 0) and np.all(faces.boxes <= 150)
+    assert faces.boxes[:, 3].max() == 150  # the raw O-Net box reaches past the edge
+
+
+@pytest.mark.parametrize(
+    ("images", "error", "match"),
+    [
+        ([np.zeros((10, 10), np.uint8)], InputError, r"expected \(H, W, 3\) uint8 RGB"),
+        ([np.zeros((10, 10, 4), np.uint8)], InputError, r"expected \(H, W, 3\) uint8 RGB"),
+        ([np.zeros((10, 10, 3), np.float32)], InputError, "float32"),
+        ([np.zeros((0, 10, 3), np.uint8)], InputError, "uint8 RGB"),
+        ([None], InputError, "NoneType"),
+        (np.zeros((10, 10, 3), np.uint8), InputError, "wrap a single image in a list"),
+    ],
+)
+def test_bad_inputs(detector, images, error, match):
+    with pytest.raises(error, match=match):
+        detector(images)
+
+
+def test_weights_must_fit(tmp_path, mtcnn_weights_dir):
+    state = torch.load(mtcnn_weights_dir / "pnet.pt", weights_only=True)
+    state["conv1.weight"] = state["conv1.weight"][:5]
+    torch.save(state, tmp_path / "pnet.pt")
+    with pytest.raises(ConversionError, match=r"pnet\.pt"):
+        load_net(PNet(), tmp_path / "pnet.pt")
+    with pytest.raises(ModelError, match="not found"):
+        MTCNN(DetectorConfig(), tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("shape", "min_face", "factor", "expected"),
+    [
+        ((40, 40), 20, 0.5, [0.6, 0.3]),
+        ((250, 250), 20, 0.709, [0.6 * 0.709**k for k in range(8)]),
+        ((10, 500), 20, 0.709, []),  # shorter side under 20 px: no scale fits a face
+    ],
+)
+def test_pyramid_scales(shape, min_face, factor, expected):
+    np.testing.assert_allclose(np.array(pyramid_scales(shape[0], shape[1], min_face, factor)), expected)
+
+
+def test_build_detector(mtcnn_weights_dir):
+    assert isinstance(build_detector(DetectorConfig(kind="mtcnn"), mtcnn_weights_dir), MTCNN)
