@@ -91,7 +91,7 @@ def _load_raw(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises several types for corrupt files
         raise ModelError(f"checkpoint {path} cannot be read: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
