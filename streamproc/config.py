@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from streamproc.configbase import Section
 from streamproc.errors import ConfigError
+from streamproc.gallery.config import GalleryConfig
+from streamproc.runtime.config import RuntimeConfig
+from streamproc.sources.config import SourceConfig
+from streamproc.stages.config import AggregateConfig, DetectStageConfig, EmitConfig, TrackConfig
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["Config", "ConfigError", "Section", "load_config", "parse_overrides"]
 
 
 class DetectorConfig(Section):
@@ -58,6 +61,13 @@ class Config(Section):
     detector: DetectorConfig = DetectorConfig()
     align: AlignConfig = AlignConfig()
     embedder: EmbedderConfig = EmbedderConfig()
+    gallery: GalleryConfig = GalleryConfig()
+    detect: DetectStageConfig = DetectStageConfig()
+    track: TrackConfig = TrackConfig()
+    aggregate: AggregateConfig = AggregateConfig()
+    emit: EmitConfig = EmitConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    sources: tuple[SourceConfig, ...] = Field((), description="video sources: files or rtsp:// URLs")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from streamproc.config import Section
+from streamproc.configbase import Section
 
 
 class DetectStageConfig(Section):
