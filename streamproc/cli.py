@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from streamproc.errors import StreamprocError
 
-GROUPS = ("models", "eval", "demo", "gallery", "run", "train")
+GROUPS = ("models", "eval", "demo", "enroll", "gallery", "run", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

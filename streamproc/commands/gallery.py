@@ -1,0 +1,198 @@
+"""``streamproc gallery search | list | show | delete | cluster | promote`` and shared enrollment code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from streamproc.commands.common import add_config_args, config_from_args
+from streamproc.config import Config
+from streamproc.errors import InputError, UnknownIdentity
+from streamproc.faces import FacePipeline, read_image
+from streamproc.gallery.base import GalleryStore
+from streamproc.gallery.cluster import Cluster
+from streamproc.gallery.redis_store import RedisGalleryStore
+
+
+@contextmanager
+def open_store(config: Config) -> Iterator[GalleryStore]:
+    store = RedisGalleryStore.from_config(config.gallery)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@dataclass
+class Enrolled:
+    name: str
+    embeddings: np.ndarray
+    crops: np.ndarray
+    rejected: list[tuple[Path, str]]
+
+
+def embed_person(pipeline: FacePipeline, name: str, images: list[Path], progress: tqdm) -> Enrolled:
+    """One embedding per image that holds exactly one face; the others are rejected with a reason."""
+    rows, crops, rejected = [], [], []
+    for path in images:
+        progress.set_postfix_str(name[:24])
+        try:
+            faces, face_crops = pipeline.analyse(read_image(path))
+        except InputError as exc:
+            rejected.append((path, str(exc)))
+        else:
+            if len(faces) == 1:
+                rows.append(faces.embedding[0])  # type: ignore[index]
+                crops.append(face_crops[0])
+            else:
+                reason = "no face found" if len(faces) == 0 else f"{len(faces)} faces found, expected one"
+                rejected.append((path, reason))
+        progress.update()
+    dim = pipeline.embedder.card.embedding_dim
+    size = pipeline.config.align.image_size
+    return Enrolled(
+        name,
+        np.array(rows, np.float32).reshape(-1, dim),
+        np.array(crops, np.uint8).reshape(-1, size, size, 3),
+        rejected,
+    )
+
+
+def enroll_people(config: Config, people: dict[str, list[Path]], *, quiet: bool = False) -> int:
+    """Enrol every person; returns the exit code (1 when any image was rejected)."""
+    pipeline = FacePipeline(config)
+    total = sum(len(v) for v in people.values())
+    failed = 0
+    with open_store(config) as store, tqdm(total=total, desc="enroll", unit="img", disable=quiet) as bar:
+        for name, images in people.items():
+            person = embed_person(pipeline, name, images, bar)
+            for path, reason in person.rejected:
+                tqdm.write(f"rejected {path}: {reason}")
+            failed += len(person.rejected)
+            if len(person.embeddings) == 0:
+                tqdm.write(f"{name}: nothing enrolled (no usable image)")
+                continue
+            crops = person.crops if config.gallery.retain_crops else None
+            ident = store.enroll(name, person.embeddings, pipeline.model_version, crops=crops)
+            tqdm.write(f"{name}: {len(person.embeddings)} image(s) enrolled ({ident.embeddings})")
+    print(f"enrolled {total - failed} of {total} images; {failed} rejected")
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("gallery", help="search and manage the gallery of known people")
+    cmds = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    p = cmds.add_parser("search", help="who is in this image? top-k with distances")
+    p.add_argument("image", type=Path)
+    p.add_argument("-k", type=int, default=5, help="candidates to show")
+    p.add_argument(
+        "--threshold", type=float, help="squared-L2 threshold (default: the model's calibrated one)"
+    )
+    p.set_defaults(handler=_search)
+    p = cmds.add_parser("list", help="every identity")
+    p.set_defaults(handler=_list)
+    p = cmds.add_parser("show", help="one identity in detail")
+    p.add_argument("name")
+    p.set_defaults(handler=_show)
+    p = cmds.add_parser("delete", help="erase a person: every embedding and crop under every model version")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="confirm the erasure")
+    p.set_defaults(handler=_delete)
+    p = cmds.add_parser("cluster", help="group stored unknown faces (agglomerative clustering)")
+    p.add_argument("--min-size", type=int, default=2, help="smallest cluster to show")
+    p.set_defaults(handler=_cluster)
+    p = cmds.add_parser("promote", help="turn a cluster of unknown faces into an identity")
+    p.add_argument("cluster", help="cluster id as printed by 'gallery cluster'")
+    p.add_argument("--name", required=True, help="name of the new (or existing) identity")
+    p.set_defaults(handler=_promote)
+    for p in cmds.choices.values():
+        add_config_args(p)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from streamproc.gallery.index import GalleryIndex
+
+    config = config_from_args(args)
+    pipeline = FacePipeline(config)
+    faces, _ = pipeline.analyse(read_image(args.image))
+    if len(faces) == 0:
+        raise InputError(f"{args.image}: no face found")
+    threshold = args.threshold or pipeline.embedder.card.threshold_for(pipeline.model_version)
+    with open_store(config) as store:
+        index = GalleryIndex.load(store, pipeline.model_version, match=config.gallery.match)
+        results = index.search(faces.embedding, k=args.k)  # type: ignore[arg-type]
+    for i, (box, matches) in enumerate(zip(faces.boxes, results, strict=True)):
+        best = matches[0] if matches else None
+        verdict = best.name if best is not None and best.distance <= threshold else "unknown"
+        print(f"face {i} at {np.round(box).astype(int).tolist()}: {verdict} (threshold {threshold:.3f})")
+        for m in matches:
+            print(f"    {m.name:<30} d={m.distance:.3f}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    with open_store(config) as store:
+        people = store.list_identities()
+    for ident in people:
+        print(f"{ident.name:<30} {ident.id}  embeddings={ident.embeddings} crops={ident.crops}")
+    print(f"{len(people)} identities")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    with open_store(config) as store:
+        ident = store.get(args.name)
+    print(json.dumps(ident.__dict__, indent=2, default=str))
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if not args.yes:
+        raise InputError(f"erasing {args.name!r} cannot be undone: add --yes to confirm")
+    with open_store(config) as store:
+        ident = store.delete(args.name)
+    print(f"erased {ident.name} ({ident.id}): embeddings {ident.embeddings}, crops {ident.crops}")
+    return 0
+
+
+def _clusters(args: argparse.Namespace, config: Config, store: GalleryStore) -> list[Cluster]:
+    from streamproc.gallery.cluster import cluster_unknowns
+    from streamproc.models import registry
+
+    version = registry.card(config.embedder.model).version
+    return cluster_unknowns(store, version, config.gallery, min_size=getattr(args, "min_size", 1))
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    with open_store(config) as store:
+        clusters = _clusters(args, config, store)
+    for c in clusters:
+        print(f"cluster {c.members[0]}: {c.size} faces, spread {c.spread:.3f}")
+    print(f"{len(clusters)} clusters of at least {args.min_size} unknown faces")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from streamproc.gallery.cluster import promote
+
+    config = config_from_args(args)
+    with open_store(config) as store:
+        found = [c for c in _clusters(args, config, store) if c.members[0] == args.cluster]
+        if not found:
+            raise UnknownIdentity(
+                f"no cluster {args.cluster!r}: run 'streamproc gallery cluster' for the ids"
+            )
+        ident = promote(store, found[0], args.name)
+    print(f"promoted {found[0].size} faces to {ident.name} ({ident.embeddings})")
+    return 0

@@ -1,0 +1,78 @@
+"""Configuration of the gallery: where it lives, how embeddings are stored and how faces are matched.
+
+>>> cfg = GalleryConfig(dtype="int8", match="best")
+>>> cfg.prefix, cfg.k
+('streamproc', 5)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class GalleryConfig(BaseModel):
+    """Gallery section of the configuration (``gallery:`` in the YAML file).
+
+    Example:
+        >>> GalleryConfig(url="redis://localhost:6379/0").url
+        'redis://localhost:6379/0'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(
+        None,
+        description="redis://, rediss:// (TLS) or unix:// URL with optional user:password; "
+        "None = STREAMPROC_REDIS_URL, or an embedded server when that is unset too",
+    )
+    prefix: str = Field("streamproc", description="every gallery key starts with '<prefix>:'")
+    dtype: Literal["float32", "int8"] = Field(
+        "float32",
+        description="storage of new model versions and of the search index: 512 or 128 bytes a face",
+    )
+    match: Literal["mean", "best"] = Field(
+        "mean", description="compare a probe with each person's mean embedding or with their closest one"
+    )
+    retain_crops: bool = Field(
+        False, description="keep aligned enrollment crops (needed to re-embed for a new model version)"
+    )
+    k: int = Field(5, ge=1, le=1000, description="candidates returned per probe by a gallery search")
+    threshold: float = Field(
+        1.1, gt=0.0, le=4.0, description="largest squared L2 distance accepted as the same person"
+    )
+    cluster_threshold: float = Field(
+        1.0, gt=0.0, le=4.0, description="squared L2 distance below which unknown faces are merged"
+    )
+    cluster_linkage: Literal["average", "complete", "single"] = Field(
+        "average", description="agglomerative linkage used to group unknown faces"
+    )
+    cluster_max_unknowns: int = Field(
+        5000, ge=2, description="most recent unknown faces clustered at once (memory grows as its square)"
+    )
+    changelog_maxlen: int = Field(
+        100_000, ge=10, description="change-log entries kept (approximately); lagging replicas reload"
+    )
+    embedded_dir: Path | None = Field(
+        None, description="data folder of the embedded server; None = <STREAMPROC_DATA_DIR>/redis"
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _PREFIX_RE.match(value):
+            raise ValueError(f"expected 1-64 letters, digits, '_', '.' or '-', got {value!r}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_URL_SCHEMES):
+            raise ValueError(f"expected a URL starting with {', '.join(_URL_SCHEMES)}, got {value!r}")
+        return value
