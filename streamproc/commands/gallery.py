@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,10 +75,10 @@ def enroll_people(config: Config, people: dict[str, list[Path]], *, quiet: bool 
         for name, images in people.items():
             person = embed_person(pipeline, name, images, bar)
             for path, reason in person.rejected:
-                tqdm.write(f"rejected {path}: {reason}")
+                tqdm.write(f"rejected {path}: {reason}", file=sys.stderr)
             failed += len(person.rejected)
             if len(person.embeddings) == 0:
-                tqdm.write(f"{name}: nothing enrolled (no usable image)")
+                tqdm.write(f"{name}: nothing enrolled (no usable image)", file=sys.stderr)
                 continue
             crops = person.crops if config.gallery.retain_crops else None
             ident = store.enroll(name, person.embeddings, pipeline.model_version, crops=crops)

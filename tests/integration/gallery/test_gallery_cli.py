@@ -1,0 +1,80 @@
+"""enroll and gallery commands end to end: real images, real models, the embedded server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamproc.cli import main
+from streamproc.gallery.embedded import stop_embedded
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("gallery-data")
+    mp.setenv("STREAMPROC_DATA_DIR", str(folder))
+    yield folder
+    stop_embedded()
+    mp.undo()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_enroll_search_delete(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, celebrity_dir: Path
+) -> None:
+    # Multi-face training images are rejected by name, the rest enrol, exit code 1 says some failed.
+    code, out, err = run(capsys, "enroll", "--folder", str(celebrity_dir / "train"))
+    assert code == 1
+    assert "faces found, expected one" in err and "enrolled" in out
+    code, out, _ = run(capsys, "gallery", "list")
+    assert code == 0 and "5 identities" in out
+
+    probe = sorted((celebrity_dir / "val" / "jerry_seinfeld").iterdir())[0]
+    code, out, _ = run(capsys, "gallery", "search", str(probe), "-k", "2")
+    assert code == 0 and out.splitlines()[0].split(": ")[1].startswith("jerry_seinfeld")
+
+    code, _, err = run(capsys, "gallery", "delete", "jerry_seinfeld")
+    assert code == 2 and "--yes" in err
+    code, out, _ = run(capsys, "gallery", "delete", "jerry_seinfeld", "--yes")
+    assert code == 0 and "erased jerry_seinfeld" in out
+    code, out, _ = run(capsys, "gallery", "search", str(probe), "-k", "1")
+    assert code == 0 and "jerry_seinfeld" not in out
+    code, _, err = run(capsys, "gallery", "show", "jerry_seinfeld")
+    assert code == 2 and "no identity" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["enroll"], "nothing to enrol"),
+        (["enroll", "--folder", "/nonexistent"], "not a folder"),
+        (["gallery", "promote", "nope", "--name", "x"], "no cluster"),
+    ],
+)
+def test_bad_requests(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err
+
+
+def test_enroll_rejects_an_image_without_a_face(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path
+) -> None:
+    import cv2
+    import numpy as np
+
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((120, 120, 3), 128, np.uint8))
+    code, _, err = run(capsys, "enroll", "--name", "nobody", str(blank))
+    assert code == 1 and f"rejected {blank}: no face found" in err
