@@ -55,6 +55,13 @@ class EmbedderConfig(Section):
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
 
 
+class MetricsConfig(Section):
+    port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus /metrics on this port; None = off, 0 = any free port"
+    )
+    addr: str = Field("127.0.0.1", description="address to bind /metrics to; loopback unless set otherwise")
+
+
 class Config(Section):
     """The whole configuration; each stage reads its own section."""
 
@@ -67,6 +74,7 @@ class Config(Section):
     aggregate: AggregateConfig = AggregateConfig()
     emit: EmitConfig = EmitConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    metrics: MetricsConfig = MetricsConfig()
     sources: tuple[SourceConfig, ...] = Field((), description="video sources: files or rtsp:// URLs")
 
     @model_validator(mode="after")
