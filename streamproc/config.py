@@ -57,7 +57,10 @@ class EmbedderConfig(Section):
 
 class MetricsConfig(Section):
     port: int | None = Field(
-        None, ge=0, le=65535, description="serve Prometheus /metrics on this port; None = off, 0 = any free port"
+        None,
+        ge=0,
+        le=65535,
+        description="serve Prometheus /metrics on this port; None = off, 0 = any free port",
     )
     addr: str = Field("127.0.0.1", description="address to bind /metrics to; loopback unless set otherwise")
 

@@ -1,15 +1,26 @@
-"""Runtime section: how the pipeline is placed on Ray (or run in-process)."""
+"""Runtime section: how the pipeline is placed on Ray (or run in-process).
+
+>>> RuntimeConfig(runner="local").max_in_flight
+4
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from streamproc.configbase import Section
 
 
 class RuntimeConfig(Section):
+    """Runner choice, Ray cluster, actor placement and backpressure.
+
+    Example:
+        >>> RuntimeConfig(embedders=2, stream_cpus=0.5).stream_cpus
+        0.5
+    """
+
     runner: Literal["ray", "local"] = Field("ray", description="ray actors, or everything in this process")
     ray_address: str | None = Field(
         None, description="Ray cluster address; None = STREAMPROC_RAY_ADDRESS, else start a local cluster"
@@ -23,3 +34,34 @@ class RuntimeConfig(Section):
     gpus_per_embedder: float = Field(
         -1.0, description="GPUs per embedding actor; -1 = one if the cluster has GPUs, else none"
     )
+    embedder_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each embedding actor (its threads)")
+    detectors: int = Field(
+        0,
+        ge=0,
+        description="detector actors in a pool shared by all streams; 0 = each stream actor runs its own "
+        "detector (a pool detects the batches of one stream in parallel: for few, large streams)",
+    )
+    detector_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each detector actor (its threads)")
+    stream_cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs reserved by each stream actor (decode, detect, track, aggregate); "
+        "None = share what the embedders leave, at most 1 each",
+    )
+    max_restarts: int = Field(
+        3, ge=0, description="times Ray restarts a crashed actor (a restarted stream starts its source over)"
+    )
+    gallery_sync_s: float = Field(
+        1.0, gt=0, description="seconds between gallery change-log syncs of the matcher's index"
+    )
+    stop_grace_s: float = Field(
+        15.0, gt=0, description="on stop, how long streams get to close their open tracks before being killed"
+    )
+
+    @model_validator(mode="after")
+    def _check_gpus(self) -> RuntimeConfig:
+        if self.gpus_per_embedder < 0 and self.gpus_per_embedder != -1:
+            raise ValueError(
+                f"gpus_per_embedder: expected -1 (auto) or a value >= 0, got {self.gpus_per_embedder}"
+            )
+        return self

@@ -1,0 +1,401 @@
+"""The per-stream part of the pipeline, split around the models; and the run's summary types.
+
+``StreamChain`` owns one source and runs the light, stateful stages of that stream in three
+phases, so that the models can run elsewhere (in this process, or in pools of Ray actors serving
+many streams):
+
+* ``read()``: the next batch of the source; the frames the detect schedule picks (every
+  ``every_k_frames``-th frame of the stream) leave as ``(K, H, W, 3)`` images with a small
+  ``Read`` record. The batch waits inside the chain.
+* ``track(seq, found)``: the detector's faces for those frames come back -> detect stage (quality,
+  scores) -> tracker -> the face crops the tracker wants embedded leave with a ``Front`` record;
+  the tracked batch waits inside the chain, its frames shrunk to placeholders.
+* ``back(seq, embeddings)``: embeddings back in -> aggregate. Returns a ``Back`` record with the new
+  aggregates (``Decision`` s still to be matched) and the closed tracks.
+
+``front()`` does ``read`` + the chain's own detector + ``track`` at once. Each phase must see the
+batches in ``seq`` order; later phases may lag behind earlier ones (several batches in flight). A
+call made after the stream ended returns a record with ``seq == -1``. A source error
+(``DecodeError``, ``SourceDisconnected`` after its retries, any ``StreamprocError``) or a failing
+stage does not escape: the chain closes the source, pushes an empty end-of-stream batch through the
+stages so open tracks are decided, and marks that last record with the error. ``read(stop=True)``
+ends a stream the same way, without error (a live source has no end of its own).
+
+Example:
+    >>> chain = StreamChain.build(SourceConfig(uri="a.mp4"), load_config(None), detector, "v1", 128)  # doctest: +SKIP
+    >>> front, crops = chain.front()  # doctest: +SKIP
+    >>> back = chain.back(front.seq, embedder(crops))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamproc.config import Config
+from streamproc.detect.base import Detector
+from streamproc.errors import ConfigError, StreamprocError
+from streamproc.sources.config import SourceConfig
+from streamproc.sources.source import VideoSource
+from streamproc.stages.aggregate import AggregateStage
+from streamproc.stages.detect import DetectStage, detection_mask
+from streamproc.stages.embed import crops_for, with_embeddings
+from streamproc.stages.track import TrackStage
+from streamproc.types import Decision, Faces, FrameBatch
+
+log = logging.getLogger(__name__)
+
+_COUNTERS = ("frames_decoded", "frames_dropped", "decode_errors", "reconnects")
+
+
+@dataclass
+class Read:
+    """What ``StreamChain.read`` reports; the frames to detect travel separately."""
+
+    stream_id: str
+    seq: int  # -1: the stream had already ended, nothing was read
+    detect_frames: int  # frames picked for the detector
+    last: bool  # no read after this one
+
+
+@dataclass
+class Front:
+    """What ``StreamChain.front`` reports about one batch (the crops travel separately)."""
+
+    stream_id: str
+    seq: int  # -1: the stream had already ended, nothing was read
+    frames: int  # frames in the batch
+    faces: int  # faces detected
+    crops: int  # crops cut for embedding
+    last: bool  # no front after this one
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds on this batch
+    counters: dict[str, int] = field(default_factory=dict)  # source counters since the last front
+
+
+@dataclass
+class Back:
+    """What ``StreamChain.back`` reports: the new aggregates and the tracks that ended."""
+
+    stream_id: str
+    seq: int
+    decisions: list[Decision]
+    closed_tracks: list[int]
+    end_of_stream: bool
+    embedded: int  # faces that got an embedding
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_batch(self) -> FrameBatch:
+        """A frameless batch carrying the decisions, for the match and emit stages."""
+        return FrameBatch(
+            self.stream_id,
+            np.zeros((0, 1, 1, 3), np.uint8),
+            np.zeros(0),
+            end_of_stream=self.end_of_stream,
+            closed_tracks=list(self.closed_tracks),
+            decisions=list(self.decisions),
+        )
+
+
+@dataclass
+class StreamSummary:
+    """How one stream went; ``error`` is None when it ended normally (or was stopped)."""
+
+    stream_id: str
+    uri: str
+    frames: int = 0
+    faces: int = 0
+    tracks: int = 0
+    decisions: int = 0
+    reconnects: int = 0
+    dropped: int = 0
+    error: str | None = None
+    wall_s: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a run: one ``StreamSummary`` per source, every emitted decision, wall time.
+
+    Example:
+        >>> s = RunSummary("local", {"cam": StreamSummary("cam", "cam.mp4", frames=10)}, [], 2.0)
+        >>> s.ok, s.frames, s.fps
+        (True, 10, 5.0)
+    """
+
+    runner: str
+    streams: dict[str, StreamSummary]
+    decisions: list[Decision]
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def failed(self) -> list[str]:
+        return [sid for sid, s in self.streams.items() if s.error is not None]
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.streams.values())
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def check_sources(sources: tuple[SourceConfig, ...]) -> None:
+    """At least one source, and distinct stream ids (stages key their state by stream id)."""
+    if not sources:
+        raise ConfigError("no sources: give at least one with --source URI or sources: in the config")
+    seen: set[str] = set()
+    for source in sources:
+        if source.stream_id in seen:
+            raise ConfigError(
+                f"two sources have stream id {source.stream_id!r}: set a distinct stream_id for each"
+            )
+        seen.add(source.stream_id)
+
+
+class _Given(Detector):
+    """Hands the detect stage the faces a detector found elsewhere (a detector actor, or earlier)."""
+
+    def __init__(self) -> None:
+        self.found: list[Faces] = []
+
+    def _detect(self, images: list[np.ndarray]) -> list[Faces]:
+        found, self.found = self.found, []
+        return found
+
+
+@dataclass
+class _Read:
+    """A batch read but not yet tracked."""
+
+    batch: FrameBatch
+    error: str | None
+    counters: dict[str, int]
+    seconds: dict[str, float]
+
+
+class StreamChain:
+    """One stream's source and its detect/track/aggregate stages, split around the models.
+
+    Phases per batch, in ``seq`` order for each phase: ``read`` (decode; the frames the schedule
+    picks for detection leave), ``track(seq, faces)`` (the detector's faces for those frames come
+    back; detect stage, tracker, crops leave) and ``back(seq, embeddings)`` (aggregate).
+    ``front()`` is ``read`` + the chain's own ``detector`` + ``track`` in one call. ``track`` and
+    ``aggregate`` stages may be shared with other chains (they key their state by stream id).
+    """
+
+    def __init__(
+        self,
+        source: VideoSource,
+        detector: Detector | None,
+        track: TrackStage,
+        aggregate: AggregateStage,
+        config: Config,
+        model_version: str,
+        embedding_dim: int,
+    ):
+        self.source = source
+        self.stream_id = source.config.stream_id
+        self.detector = detector
+        self._given = _Given()
+        self.detect = DetectStage(config.detect, self._given)
+        self.track_stage, self.aggregate = track, aggregate
+        self.every_k = config.detect.every_k_frames
+        self.align = config.align
+        self.model_version = model_version
+        self.embedding_dim = embedding_dim
+        self._batches: Iterator[FrameBatch] | None = None
+        self._read: dict[int, _Read] = {}
+        self._waiting: dict[int, tuple[FrameBatch, np.ndarray]] = {}
+        self._next_read = self._next_track = self._next_back = 0
+        self._next_frame = 0  # the detect stage's frame counter, mirrored to pick the same frames
+        self._last_counters = dict.fromkeys(_COUNTERS, 0)
+        self.reading_done = False  # the last batch was read
+        self.finished = False  # the last batch was tracked
+
+    @classmethod
+    def build(
+        cls,
+        source: SourceConfig,
+        config: Config,
+        detector: Detector | None,
+        model_version: str,
+        embedding_dim: int,
+    ) -> StreamChain:
+        """A chain with its own stages (one stream per process, as in a stream actor)."""
+        return cls(
+            VideoSource(source),
+            detector,
+            TrackStage(config.track, detect=config.detect, aggregate=config.aggregate),
+            AggregateStage(config.aggregate),
+            config,
+            model_version,
+            embedding_dim,
+        )
+
+    # --- read ---------------------------------------------------------------------------------------
+    def read(self, stop: bool = False) -> tuple[Read, np.ndarray]:
+        """The next batch: its ``Read`` record and the ``(K, H, W, 3)`` frames to run the detector on."""
+        if self.reading_done:  # asked for ahead of knowing the stream had ended: nothing there
+            return Read(self.stream_id, -1, 0, last=True), _NO_IMAGES
+        started = time.perf_counter()
+        batch, error = (None, None) if stop else self._next_batch()
+        if batch is None:  # ended, stopped or failed: an empty last batch closes every open track
+            self.source.close()
+            batch = _closing(self.stream_id)
+        seconds = {"decode": time.perf_counter() - started}
+        selected = np.flatnonzero(detection_mask(self._next_frame, len(batch), self.every_k))
+        self._next_frame = 0 if batch.end_of_stream else self._next_frame + len(batch)
+        seq = self._next_read
+        self._next_read += 1
+        self._read[seq] = _Read(batch, error, self._counter_deltas(), seconds)
+        self.reading_done = batch.end_of_stream
+        if self.reading_done:
+            self.source.close()
+        return Read(self.stream_id, seq, len(selected), last=self.reading_done), batch.frames[selected]
+
+    def _next_batch(self) -> tuple[FrameBatch | None, str | None]:
+        if self._batches is None:
+            self._batches = iter(self.source)
+        try:
+            return next(self._batches), None
+        except StopIteration:
+            return None, None
+        except StreamprocError as exc:
+            log.warning("stream %s failed: %s", self.stream_id, exc)
+            return None, f"{type(exc).__name__}: {exc}"
+
+    # --- track --------------------------------------------------------------------------------------
+    def track(self, seq: int, found: list[Faces]) -> tuple[Front, np.ndarray]:
+        """Batch ``seq`` with the detector's ``found`` faces (one per picked frame): detect stage,
+        tracker, crops. Returns the ``Front`` record and the ``(N, S, S, 3)`` crops to embed."""
+        if self.finished:  # the stream ended at an earlier batch (a stage failed): nothing more
+            self._read.pop(seq, None)
+            return Front(self.stream_id, -1, 0, 0, 0, last=True), _NO_IMAGES
+        self._check_order("track", seq, self._next_track)
+        self._next_track += 1
+        read = self._read.pop(seq)
+        try:
+            tracked, rows, crops = self._detect_track_crop(read.batch, found, read.seconds)
+        except StreamprocError as exc:
+            if read.batch.end_of_stream and len(read.batch) == 0:
+                raise  # the closing batch itself failed: nothing sensible is left to do
+            log.warning("stream %s: %s; closing it", self.stream_id, exc)
+            read = _Read(
+                _closing(self.stream_id), f"{type(exc).__name__}: {exc}", read.counters, read.seconds
+            )
+            tracked, rows, crops = self._detect_track_crop(read.batch, [], read.seconds)
+            self.source.close()
+            self.reading_done = True
+        self._waiting[seq] = (tracked, rows)
+        self.finished = tracked.end_of_stream
+        front = Front(
+            stream_id=self.stream_id,
+            seq=seq,
+            frames=len(read.batch),
+            faces=len(tracked.faces),
+            crops=len(rows),
+            last=self.finished,
+            error=read.error,
+            seconds=read.seconds,
+            counters=read.counters,
+        )
+        return front, crops
+
+    def front(self, stop: bool = False) -> tuple[Front, np.ndarray]:
+        """``read``, the chain's own detector, and ``track`` in one call."""
+        if self.detector is None:
+            raise RuntimeError("this chain has no detector of its own: call read() and track()")
+        read, images = self.read(stop)
+        if read.seq < 0:
+            return Front(self.stream_id, -1, 0, 0, 0, last=True), _NO_IMAGES
+        started = time.perf_counter()
+        try:
+            found = self.detector(list(images)) if len(images) else []
+        except Exception as exc:  # a model failure ends this stream only
+            log.warning("stream %s: detector failed (%s); closing it", self.stream_id, exc)
+            found = []
+            self._read[read.seq].error = f"{type(exc).__name__}: {exc}"
+            self._read[read.seq].batch = _closing(self.stream_id)  # end the stream on this batch
+            self.source.close()
+            self.reading_done = True
+        self._read[read.seq].seconds["detect"] = time.perf_counter() - started
+        return self.track(read.seq, found)
+
+    def _detect_track_crop(
+        self, batch: FrameBatch, found: list[Faces], seconds: dict[str, float]
+    ) -> tuple[FrameBatch, np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        self._given.found = list(found)
+        detected = self.detect(batch)
+        tracked = self.track_stage(detected)
+        t2 = time.perf_counter()
+        rows, crops = crops_for(tracked, self.align)
+        t3 = time.perf_counter()
+        seconds.update(track=t2 - t0, crop=t3 - t2)
+        light = np.zeros((len(tracked), 1, 1, 3), np.uint8)  # frames are not needed any more
+        return dataclasses.replace(tracked, frames=light), rows, crops
+
+    def _counter_deltas(self) -> dict[str, int]:
+        stats = self.source.stats
+        out = {}
+        for key in _COUNTERS:
+            out[key] = int(stats.get(key, 0)) - self._last_counters[key]
+            self._last_counters[key] = int(stats.get(key, 0))
+        return out
+
+    def _check_order(self, phase: str, seq: int, expected: int) -> None:
+        if seq != expected:
+            raise RuntimeError(
+                f"stream {self.stream_id}: {phase}({seq}) out of order, expected {phase}({expected})"
+            )
+
+    # --- back ---------------------------------------------------------------------------------------
+    def back(self, seq: int, embeddings: np.ndarray) -> Back:
+        """Attach the embeddings of batch ``seq`` (rows in the order of its crops) and aggregate."""
+        self._check_order("back", seq, self._next_back)
+        if seq not in self._waiting:
+            raise RuntimeError(f"stream {self.stream_id}: back({seq}) before track({seq})")
+        tracked, rows = self._waiting.pop(seq)
+        self._next_back += 1
+        started = time.perf_counter()
+        embeddings = np.asarray(embeddings, np.float32).reshape(len(rows), self.embedding_dim)
+        embedded = with_embeddings(tracked, rows, embeddings, self.model_version, self.embedding_dim)
+        aggregated = self.aggregate(embedded)
+        return Back(
+            stream_id=self.stream_id,
+            seq=seq,
+            decisions=list(aggregated.decisions),
+            closed_tracks=list(aggregated.closed_tracks),
+            end_of_stream=aggregated.end_of_stream,
+            embedded=len(rows),
+            seconds={"aggregate": time.perf_counter() - started},
+        )
+
+    def close(self) -> None:
+        self.source.close()
+        for stage in (self.detect, self.track_stage, self.aggregate):
+            stage.reset(self.stream_id)
+        self._read.clear()
+        self._waiting.clear()
+
+
+_NO_IMAGES = np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def _closing(stream_id: str) -> FrameBatch:
+    return FrameBatch(stream_id, _NO_IMAGES, np.zeros(0), end_of_stream=True)

@@ -1,0 +1,270 @@
+"""The driver loop of ``RayRunner``: what is in flight, what to submit next, what came back.
+
+Per batch of a stream, with detection in the stream actor: ``front`` -> ``embed`` -> ``back``; with
+a detector pool: ``read`` -> ``detect`` -> ``track`` (handled like a front) -> ``embed`` -> ``back``.
+``track`` and ``back`` are submitted in batch order only; at most ``runtime.max_in_flight`` batches
+of a stream are between their first call and the end of their ``back``. The loop waits with
+``ray.wait`` on the outstanding calls (a bounded set) and never more than ``WAIT_S`` at a time, so
+stop requests are seen promptly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from streamproc.metrics import Recorder
+from streamproc.runtime.chain import Back, Front, Read
+from streamproc.runtime.config import RuntimeConfig
+from streamproc.runtime.outlet import Outlet
+from streamproc.types import Faces
+
+log = logging.getLogger(__name__)
+WAIT_S = 0.25  # longest the driver sleeps in ray.wait before looking at stop requests
+
+
+@dataclass
+class StreamBook:
+    """The driver's book-keeping of one stream actor."""
+
+    sid: str
+    actor: Any
+    epoch: int = 0  # bumped when the actor restarts: results of older epochs are ignored
+    next_seq: int = 0
+    next_track: int = 0
+    next_back: int = 0
+    in_flight: int = 0
+    reading_done: bool = False  # a record said last: ask for no more batches
+    stopping: bool = False
+    done: bool = False
+    restarts: int = 0
+    found: dict[int, list[Faces]] = field(default_factory=dict)  # seq -> detections awaiting track()
+    ready: dict[int, np.ndarray] = field(default_factory=dict)  # seq -> embeddings awaiting back()
+
+    def reset(self) -> None:
+        self.epoch += 1
+        self.next_seq = self.next_track = self.next_back = self.in_flight = 0
+        self.reading_done, self.stopping = False, False
+        self.found.clear()
+        self.ready.clear()
+
+
+@dataclass
+class _Call:
+    kind: str  # read | detect | front | embed | back
+    sid: str
+    epoch: int
+    seq: int
+    data: Any = None  # the images or crops ref of a read / front, kept alive until it is handled
+    items: int = 0
+    sent: float = 0.0
+    worker: int = -1  # index in its pool (detect, embed)
+
+
+_ORDER = {"read": 0, "detect": 1, "front": 2, "embed": 3, "back": 4}
+
+
+class Pools:
+    """The model actors, each with a count of its outstanding calls (the least loaded gets the next)."""
+
+    def __init__(self, embedders: list[Any], detectors: list[Any]):
+        self.embedders, self.detectors = embedders, detectors
+        self.embed_load = [0] * len(embedders)
+        self.detect_load = [0] * len(detectors)
+
+    @staticmethod
+    def pick(load: list[int]) -> int:
+        i = int(np.argmin(load))
+        load[i] += 1
+        return i
+
+
+class Loop:
+    """The driver loop of one run: submit within the in-flight bounds, handle what finished."""
+
+    def __init__(
+        self,
+        runtime: RuntimeConfig,
+        recorder: Recorder,
+        stop: threading.Event,
+        outlet: Outlet,
+        pools: Pools,
+        streams: dict[str, StreamBook],
+        duration_s: float | None,
+    ):
+        self.rt = runtime
+        self.recorder = recorder
+        self.stop = stop
+        self.outlet = outlet
+        self.pools = pools
+        self.streams = streams
+        self.pending: dict[Any, _Call] = {}
+        self.deadline = None if duration_s is None else time.monotonic() + duration_s
+        self.stop_at: float | None = None
+
+    def run(self) -> None:
+        while not all(s.done for s in self.streams.values()):
+            try:
+                self._step()
+            except KeyboardInterrupt:
+                if self.stop.is_set():
+                    raise
+                log.warning("stopping: closing open tracks (press Ctrl-C again to abort)")
+                self.stop.set()
+
+    def _step(self) -> None:
+        self._check_stop()
+        for stream in self.streams.values():
+            while not (stream.done or stream.reading_done or stream.stopping) and (
+                stream.in_flight < self.rt.max_in_flight
+            ):
+                self._next_batch(stream, stop=False)
+        rec = self.recorder
+        rec.gauge("in_flight", sum(s.in_flight for s in self.streams.values()), stage="stream")
+        rec.gauge("in_flight", sum(self.pools.embed_load), stage="embed")
+        rec.gauge("in_flight", sum(self.pools.detect_load), stage="detect")
+        if not self.pending:
+            return
+        refs = list(self.pending)
+        first, _ = ray.wait(refs, num_returns=1, timeout=WAIT_S)
+        if not first:
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        calls = sorted(((self.pending.pop(r), r) for r in ready), key=lambda c: (_ORDER[c[0].kind], c[0].seq))
+        for call, ref in calls:
+            self._handle(call, ref)
+        for stream in self.streams.values():
+            self._submit_in_order(stream)
+
+    # --- submitting ---------------------------------------------------------------------------------
+    def _check_stop(self) -> None:
+        now = time.monotonic()
+        if self.stop_at is None and (
+            self.stop.is_set() or (self.deadline is not None and now >= self.deadline)
+        ):
+            self.stop_at = now
+        if self.stop_at is None:
+            return
+        for s in self.streams.values():
+            if not s.done and not s.reading_done and not s.stopping:
+                self._next_batch(s, stop=True)
+                s.stopping = True
+            elif not s.done and now - self.stop_at > self.rt.stop_grace_s:
+                log.warning("stream %s did not stop within %.0fs: killing it", s.sid, self.rt.stop_grace_s)
+                ray.kill(s.actor)
+                self._finish(s, f"did not stop within {self.rt.stop_grace_s:g}s after the stop request")
+
+    def _next_batch(self, s: StreamBook, stop: bool) -> None:
+        kind = "read" if self.pools.detectors else "front"
+        meta_ref, data_ref = getattr(s.actor, kind).remote(stop)
+        self.pending[meta_ref] = _Call(kind, s.sid, s.epoch, s.next_seq, data=data_ref)
+        s.next_seq += 1
+        s.in_flight += 1
+
+    def _submit_in_order(self, s: StreamBook) -> None:
+        while not s.done and s.next_track in s.found:
+            seq = s.next_track
+            meta_ref, crops_ref = s.actor.track.remote(seq, s.found.pop(seq))
+            self.pending[meta_ref] = _Call("front", s.sid, s.epoch, seq, data=crops_ref)
+            s.next_track += 1
+        while not s.done and s.next_back in s.ready:
+            seq = s.next_back
+            ref = s.actor.back.remote(seq, s.ready.pop(seq))
+            self.pending[ref] = _Call("back", s.sid, s.epoch, seq)
+            s.next_back += 1
+
+    def _to_pool(self, kind: str, s: StreamBook, seq: int, data_ref: Any, items: int) -> None:
+        if kind == "detect":
+            i = self.pools.pick(self.pools.detect_load)
+            ref = self.pools.detectors[i].detect.remote(data_ref)
+        else:
+            i = self.pools.pick(self.pools.embed_load)
+            ref = self.pools.embedders[i].embed.remote(data_ref)
+        self.pending[ref] = _Call(kind, s.sid, s.epoch, seq, items=items, sent=time.perf_counter(), worker=i)
+
+    # --- handling results ---------------------------------------------------------------------------
+    def _handle(self, call: _Call, ref: Any) -> None:
+        s = self.streams[call.sid]
+        pooled = call.kind in ("detect", "embed")
+        if call.kind == "embed":
+            self.pools.embed_load[call.worker] -= 1
+        elif call.kind == "detect":
+            self.pools.detect_load[call.worker] -= 1
+        try:
+            value = ray.get(ref)
+        except RayActorError as exc:
+            if pooled:
+                raise  # a pool is shared: without it nothing can go on
+            self._actor_died(s, call, exc)
+            return
+        except RayTaskError as exc:
+            if call.kind == "embed":
+                raise
+            if call.epoch == s.epoch and not s.done:  # a bug or a model failure on this stream
+                ray.kill(s.actor)
+                cause = getattr(exc, "cause", None) or exc
+                self._finish(s, f"{type(cause).__name__}: {cause}")
+            return
+        if s.done or call.epoch != s.epoch:
+            return
+        if call.kind == "read":
+            self._on_read(s, value, call.data)
+        elif call.kind == "detect":
+            self.outlet.on_detect(s.sid, call.items, time.perf_counter() - call.sent)
+            s.found[call.seq] = value
+        elif call.kind == "front":
+            self._on_front(s, value, call.data)
+        elif call.kind == "embed":
+            self.outlet.on_embed(call.items, time.perf_counter() - call.sent)
+            s.ready[call.seq] = value
+        else:
+            self._on_back(s, value)
+
+    def _on_read(self, s: StreamBook, read: Read, images_ref: Any) -> None:
+        if read.last:
+            s.reading_done = True
+        if read.seq < 0:  # asked for after the last batch: nothing there
+            s.in_flight -= 1
+        elif read.detect_frames:
+            self._to_pool("detect", s, read.seq, images_ref, read.detect_frames)
+        else:
+            s.found[read.seq] = []
+
+    def _on_front(self, s: StreamBook, front: Front, crops_ref: Any) -> None:
+        if front.last:
+            s.reading_done = True
+        if front.seq < 0:  # asked for after the last batch: nothing there
+            s.in_flight -= 1
+            return
+        self.outlet.on_front(front)
+        if front.crops:
+            self._to_pool("embed", s, front.seq, crops_ref, front.crops)
+        else:
+            s.ready[front.seq] = np.zeros((0, 1), np.float32)
+
+    def _on_back(self, s: StreamBook, back: Back) -> None:
+        s.in_flight -= 1
+        self.outlet.on_back(back)
+        if back.end_of_stream:
+            s.done = True
+
+    def _actor_died(self, s: StreamBook, call: _Call, exc: Exception) -> None:
+        if call.epoch != s.epoch or s.done:
+            return
+        if s.restarts >= self.rt.max_restarts:
+            self._finish(s, f"stream actor died {s.restarts + 1} times: {exc}")
+            return
+        s.restarts += 1
+        log.warning("stream actor of %s died (%s); restarted, its source starts over", s.sid, exc)
+        s.reset()
+
+    def _finish(self, s: StreamBook, error: str) -> None:
+        s.done = True
+        self.outlet.fail(s.sid, error)

@@ -1,0 +1,198 @@
+"""The driver side shared by both runners: match, emit exactly once, count, summarise.
+
+``Outlet`` receives the ``Front`` / ``Back`` records of every stream (from ``StreamChain`` in this
+process or from stream actors), records their metrics, runs the decisions through ``MatchStage``
+and ``EmitStage`` in one place (so every event is emitted once, whatever ran where) and keeps the
+per-stream summary.
+
+The gallery is ``config.gallery`` (``url`` None = ``STREAMPROC_REDIS_URL``, else the embedded
+server) loaded into a ``GalleryIndex`` for the embedder's model version, unless a store or an index
+is handed in. The threshold is ``gallery.threshold`` when the config sets it explicitly, else the
+model card's calibrated threshold for its version, else the ``gallery.threshold`` default.
+
+Example:
+    >>> outlet = Outlet(config, card, sources=config.sources)  # doctest: +SKIP
+    >>> outlet.on_front(front); kept = outlet.on_back(back)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from streamproc import env
+from streamproc.config import Config
+from streamproc.errors import ModelError
+from streamproc.gallery.base import GalleryStore
+from streamproc.gallery.embedded import connect
+from streamproc.gallery.index import GalleryIndex
+from streamproc.gallery.redis_store import RedisGalleryStore
+from streamproc.metrics import NullRecorder, Recorder
+from streamproc.models.checkpoint import ModelCard
+from streamproc.runtime.chain import Back, Front, RunSummary, StreamSummary
+from streamproc.sources.config import SourceConfig
+from streamproc.stages.emit import EmitStage, Sink
+from streamproc.stages.match import MatchStage
+from streamproc.types import Decision
+
+log = logging.getLogger(__name__)
+ALL_STREAMS = "*"  # stream label of work shared by streams (the embedding pool)
+
+
+def match_threshold(config: Config, card: ModelCard) -> float:
+    """Explicit ``gallery.threshold``, else the card's calibrated one, else the config default."""
+    if "threshold" in config.gallery.model_fields_set:
+        return config.gallery.threshold
+    try:
+        return card.threshold_for(card.version)
+    except ModelError:
+        return config.gallery.threshold
+
+
+class Outlet:
+    """Match + emit + metrics + summary for a run; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        card: ModelCard,
+        *,
+        sources: Sequence[SourceConfig],
+        recorder: Recorder | None = None,
+        sinks: Sequence[Sink] = (),
+        store: GalleryStore | None = None,
+        index: GalleryIndex | None = None,
+    ):
+        self.config = config
+        self.card = card
+        self.recorder = recorder or NullRecorder()
+        self._owned_store = False
+        if index is None:
+            if store is None:
+                store = RedisGalleryStore.from_config(config.gallery)
+                self._owned_store = True
+            g = config.gallery
+            index = GalleryIndex.load(store, card.version, dtype=g.dtype, match=g.match, k=g.k)
+        self.store, self.index = store, index
+        self.threshold = match_threshold(config, card)
+        self.match = MatchStage(
+            self.threshold,
+            index,
+            store=store,
+            recorder=self.recorder,
+            sync_interval_s=config.runtime.gallery_sync_s,
+        )
+        redis_client = None
+        if config.emit.redis_stream is not None:
+            redis_client = connect(config.gallery.url or env.redis_url(), config.gallery.embedded_dir)
+        base = EmitStage.from_config(config.emit, redis_client=redis_client)
+        self.emit = EmitStage([*base.sinks, *sinks])
+        self._written = [0] * len(self.emit.sinks)
+        self.streams = {s.stream_id: StreamSummary(s.stream_id, s.display_uri) for s in sources}
+        self._started = {s.stream_id: time.monotonic() for s in sources}
+        self.decisions: list[Decision] = []
+        self._event_ids: set[str] = set()
+        self.recorder.gauge("gallery_size", len(index), model_version=card.version)
+        self.recorder.gauge("model_info", 1, model_version=card.version, role="embedder")
+        log.info(
+            "gallery %s: %d identities, threshold %.3f (squared L2)", card.version, len(index), self.threshold
+        )
+
+    def start_clock(self) -> None:
+        """Count each stream's wall time from now (after the models were loaded)."""
+        now = time.monotonic()
+        self._started = dict.fromkeys(self._started, now)
+
+    # --- records from the streams ---------------------------------------------------------------
+    def on_front(self, front: Front) -> None:
+        sid, rec = front.stream_id, self.recorder
+        summary = self.streams[sid]
+        summary.frames += front.frames
+        summary.faces += front.faces
+        c = front.counters
+        summary.reconnects += c.get("reconnects", 0)
+        summary.dropped += c.get("frames_dropped", 0)
+        for name, key in (
+            ("frames_in_total", "frames_decoded"),
+            ("frames_dropped_total", "frames_dropped"),
+            ("decode_errors_total", "decode_errors"),
+            ("reconnects_total", "reconnects"),
+        ):
+            if c.get(key, 0):
+                rec.count(name, c[key], stream=sid)
+        if front.frames:
+            rec.count("frames_decoded_total", front.frames, stream=sid)
+            rec.observe("batch_size", front.frames, stage="detect")
+        if front.faces:
+            rec.count("faces_detected_total", front.faces, stream=sid)
+        for stage, seconds in front.seconds.items():
+            rec.observe("stage_seconds", seconds, stage=stage, stream=sid)
+        if front.error is not None:
+            summary.error = front.error
+            rec.count("source_failures_total", 1, stream=sid)
+
+    def on_detect(self, stream_id: str, frames: int, seconds: float) -> None:
+        """A detector call made outside the chain (a detector actor)."""
+        self.recorder.observe("stage_seconds", seconds, stage="detect", stream=stream_id)
+
+    def on_embed(self, faces: int, seconds: float) -> None:
+        if faces:
+            self.recorder.observe("stage_seconds", seconds, stage="embed", stream=ALL_STREAMS)
+            self.recorder.observe("batch_size", faces, stage="embed")
+
+    def on_back(self, back: Back) -> list[Decision]:
+        """Match and emit the batch's aggregates; returns the decisions that went out."""
+        sid, rec = back.stream_id, self.recorder
+        summary = self.streams[sid]
+        summary.tracks += len(back.closed_tracks)
+        if back.closed_tracks:
+            rec.count("tracks_closed_total", len(back.closed_tracks), stream=sid)
+        if back.embedded:
+            rec.count("faces_embedded_total", back.embedded, stream=sid, model_version=self.card.version)
+        for stage, seconds in back.seconds.items():
+            rec.observe("stage_seconds", seconds, stage=stage, stream=sid)
+        batch = self.match(back.as_batch())
+        started = time.perf_counter()
+        self.emit(batch)
+        rec.observe("stage_seconds", time.perf_counter() - started, stage="emit", stream=sid)
+        for i, sink in enumerate(self.emit.sinks):
+            new = self.emit.written[i] - self._written[i]
+            if new:
+                rec.count("events_written_total", new, sink=sink.name)
+            self._written[i] = self.emit.written[i]
+        kept = [d for d in batch.decisions if d.event_id not in self._event_ids]
+        for d in kept:
+            self._event_ids.add(d.event_id)
+            rec.count(
+                "decisions_total",
+                stream=sid,
+                known=str(d.identity is not None).lower(),
+                kind=d.kind,
+                model_version=d.model_version,
+            )
+        summary.decisions += len(kept)
+        self.decisions.extend(kept)
+        if back.end_of_stream:
+            summary.wall_s = time.monotonic() - self._started[sid]
+        return kept
+
+    def fail(self, stream_id: str, error: str) -> None:
+        """A stream died outside its chain (its actor is gone): record it."""
+        summary = self.streams[stream_id]
+        if summary.error is None:
+            summary.error = error
+            self.recorder.count("source_failures_total", 1, stream=stream_id)
+        summary.wall_s = time.monotonic() - self._started[stream_id]
+
+    def summary(self, runner: str, wall_s: float) -> RunSummary:
+        for sid, s in self.streams.items():
+            if s.wall_s == 0.0:
+                s.wall_s = time.monotonic() - self._started[sid]
+        return RunSummary(runner, dict(self.streams), list(self.decisions), wall_s)
+
+    def close(self) -> None:
+        self.emit.close()
+        self.match.close()
+        if self._owned_store and self.store is not None:
+            self.store.close()

@@ -1,0 +1,247 @@
+"""``RayRunner``: the pipeline on a Ray cluster, many streams at once.
+
+Design::
+
+    source 1 ── StreamActor 1 (decode · [detect] · track · cut crops | aggregate) ──┐ Front records,
+    source 2 ── StreamActor 2                                                       ├─ Back records ─► driver:
+    ...           frames ──► DetectActor pool (optional, runtime.detectors > 0) ────┤   match (GalleryIndex) ·
+                  crops ───► EmbedActor pool (micro-batches crops of all streams) ──┘   emit (exactly once)
+
+* **One stream actor per source** (``runtime.stream_cpus`` CPUs, ``max_restarts``) holds the
+  per-stream state: the source's reader thread, the detect schedule, track and aggregate. By
+  default MTCNN runs in the stream actor too (detection scales with the number of streams; it is
+  not batched across streams). With ``runtime.detectors`` > 0 a **pool of detector actors**
+  (``detector_cpus`` each) detects instead: the driver sends each batch's picked frames (object
+  store, actor to actor) to the least loaded one, so the batches of one large stream are detected
+  in parallel, and returns the faces to the stream actor in batch order for tracking.
+  A restarted stream actor starts its source over: a file replays (the same event ids, dropped by
+  the sinks and by the driver), a camera reconnects.
+* **A pool of ``runtime.embedders`` embedding actors** (``embedder_cpus`` CPUs each, torch threads
+  = that; ``num_gpus=1`` each when the cluster has GPUs and ``gpus_per_embedder`` is -1). Each merges
+  the crops of every stream's requests into calls of up to ``embed_batch`` crops, waiting at most
+  ``embed_max_wait_ms``. Crops go from stream actor to embedding actor through the object store;
+  the driver only sees the small records and the embeddings (128 floats a face).
+* **The driver** matches against the in-memory ``GalleryIndex`` (synced from the store every
+  ``gallery_sync_s``) and emits through the sinks, all in one process, so each event is written
+  once; ``Outlet`` is the same code the local runner uses.
+* **Backpressure**: a stream has at most ``runtime.max_in_flight`` batches between ``front`` and
+  the end of its ``back``; the driver asks for the next batch only below that. A file's reader
+  thread then waits (``block`` policy); a live source keeps decoding and its queue drops the oldest
+  frames, counted in ``frames_dropped_total``. The driver waits with ``ray.wait`` on the bounded set
+  of outstanding calls only; there is no unbounded queue anywhere.
+* **Failures**: a source error ends only its stream (its open tracks are still decided); a stream
+  actor that dies is restarted up to ``max_restarts`` times, then its stream is reported failed.
+* **Cluster**: an already initialised Ray is used as is; else ``runtime.ray_address`` or
+  ``STREAMPROC_RAY_ADDRESS`` is joined; else a local cluster is started with ``runtime.num_cpus``
+  and ``object_store_mb``. Only a connection this runner opened is shut down, and only the actors
+  it created are killed.
+
+Example:
+    >>> summary = RayRunner(config, sinks=[JsonLinesSink("-")]).run()  # doctest: +SKIP
+    >>> summary.ok, summary.fps  # doctest: +SKIP
+    (True, 41.7)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from streamproc import env
+from streamproc.config import Config
+from streamproc.errors import ConfigError
+from streamproc.gallery.base import GalleryStore
+from streamproc.gallery.index import GalleryIndex
+from streamproc.metrics import NullRecorder, Recorder
+from streamproc.models import registry
+from streamproc.runtime.chain import RunSummary, check_sources
+from streamproc.runtime.config import RuntimeConfig
+from streamproc.runtime.driver import Loop, Pools, StreamBook
+from streamproc.runtime.outlet import Outlet
+from streamproc.runtime.ray_actors import DetectActor, EmbedActor, StreamActor
+from streamproc.stages.emit import Sink
+
+log = logging.getLogger(__name__)
+
+
+def connect(runtime: RuntimeConfig) -> bool:
+    """Make sure Ray is initialised; True when this call initialised it (and must shut it down)."""
+    if ray.is_initialized():
+        return False
+    address = runtime.ray_address or env.ray_address()
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, include_dashboard=False)
+    else:
+        ray.init(
+            num_cpus=runtime.num_cpus,
+            object_store_memory=runtime.object_store_mb * 2**20,
+            include_dashboard=False,
+        )
+    return True
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Resources each actor asks Ray for (``detector_cpus`` is 0 without a detector pool)."""
+
+    stream_cpus: float
+    embedder_cpus: float
+    embedder_gpus: float
+    detector_cpus: float = 0.0
+
+    @property
+    def stream_threads(self) -> int:
+        return max(1, int(self.stream_cpus))
+
+    @property
+    def embedder_threads(self) -> int:
+        return max(1, int(self.embedder_cpus))
+
+    @property
+    def detector_threads(self) -> int:
+        return max(1, int(self.detector_cpus))
+
+
+def plan(runtime: RuntimeConfig, n_streams: int, cpus: float, gpus: float) -> Placement:
+    """Fit ``n_streams`` stream actors and the model pools into the cluster, or say why not.
+
+    >>> plan(RuntimeConfig(), n_streams=2, cpus=2, gpus=0)
+    Placement(stream_cpus=0.5, embedder_cpus=1.0, embedder_gpus=0.0, detector_cpus=0.0)
+    """
+    gpu_each = runtime.gpus_per_embedder if runtime.gpus_per_embedder >= 0 else (1.0 if gpus >= 1 else 0.0)
+    if gpu_each * runtime.embedders > gpus + 1e-9:
+        raise ConfigError(
+            f"runtime.embedders={runtime.embedders} x gpus_per_embedder={gpu_each} needs "
+            f"{gpu_each * runtime.embedders:g} GPUs, the cluster has {gpus:g}"
+        )
+    detector_cpus = runtime.detector_cpus if runtime.detectors else 0.0
+    pools = runtime.embedders * runtime.embedder_cpus + runtime.detectors * detector_cpus
+    if runtime.stream_cpus is not None:
+        stream_cpus = runtime.stream_cpus
+    else:
+        stream_cpus = round(min(1.0, (cpus - pools) / n_streams), 4)
+    need = pools + n_streams * stream_cpus
+    if stream_cpus <= 0 or need > cpus + 1e-9:
+        raise ConfigError(
+            f"{n_streams} stream actor(s), {runtime.embedders} embedding actor(s) x {runtime.embedder_cpus:g} "
+            f"CPUs and {runtime.detectors} detector actor(s) x {runtime.detector_cpus:g} CPUs need more than "
+            f"the cluster's {cpus:g} CPUs: lower runtime.embedders / embedder_cpus / detectors / "
+            "detector_cpus / stream_cpus, or add CPUs"
+        )
+    return Placement(stream_cpus, runtime.embedder_cpus, gpu_each, detector_cpus)
+
+
+class RayRunner:
+    """Runs ``config.sources`` on Ray; ``run()`` returns the same ``RunSummary`` as ``LocalRunner``.
+
+    Example:
+        >>> runner = RayRunner(load_config("configs/default.yaml", ["runtime.embedders=2"]))  # doctest: +SKIP
+        >>> runner.run(duration_s=600).streams  # doctest: +SKIP
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        recorder: Recorder | None = None,
+        sinks: Sequence[Sink] = (),
+        store: GalleryStore | None = None,
+        index: GalleryIndex | None = None,
+    ):
+        check_sources(config.sources)
+        self.config = config
+        self.recorder = recorder or NullRecorder()
+        self._sinks = list(sinks)
+        self._store, self._index = store, index
+        self._stop = threading.Event()
+        self.placement: Placement | None = None
+
+    def stop(self) -> None:
+        """Ask the run to end: every stream closes its open tracks and stops (thread-safe)."""
+        self._stop.set()
+
+    def run(self, duration_s: float | None = None) -> RunSummary:
+        started_ray = connect(self.config.runtime)
+        actors: list[Any] = []
+        outlet: Outlet | None = None
+        try:
+            card = registry.card(self.config.embedder.model)
+            outlet = Outlet(
+                self.config,
+                card,
+                sources=self.config.sources,
+                recorder=self.recorder,
+                sinks=self._sinks,
+                store=self._store,
+                index=self._index,
+            )
+            pools, streams = self._start(card.version, card.embedding_dim, actors)
+            started = time.monotonic()
+            outlet.start_clock()
+            Loop(self.config.runtime, self.recorder, self._stop, outlet, pools, streams, duration_s).run()
+            return outlet.summary(self.name, time.monotonic() - started)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+            if outlet is not None:
+                outlet.close()
+            if started_ray:
+                ray.shutdown()
+
+    def _start(self, version: str, dim: int, actors: list[Any]) -> tuple[Pools, dict[str, StreamBook]]:
+        rt, sources = self.config.runtime, self.config.sources
+        res = ray.cluster_resources()
+        placement = plan(rt, len(sources), float(res.get("CPU", 0)), float(res.get("GPU", 0)))
+        self.placement = placement
+        emb_cfg = self.config.embedder
+        if placement.embedder_gpus > 0:
+            emb_cfg = emb_cfg.model_copy(update={"device": "cuda"})
+        retried = {"max_restarts": rt.max_restarts, "max_task_retries": rt.max_restarts}  # idempotent calls
+        embedders = [
+            EmbedActor.options(  # type: ignore[attr-defined]
+                num_cpus=placement.embedder_cpus, num_gpus=placement.embedder_gpus, **retried
+            ).remote(emb_cfg, placement.embedder_threads, rt.embed_batch, rt.embed_max_wait_ms)
+            for _ in range(rt.embedders)
+        ]
+        detectors = [
+            DetectActor.options(num_cpus=placement.detector_cpus, **retried).remote(  # type: ignore[attr-defined]
+                self.config.detector, placement.detector_threads
+            )
+            for _ in range(rt.detectors)
+        ]
+        actors.extend(embedders + detectors)
+        streams: dict[str, StreamBook] = {}
+        for source in sources:
+            actor = StreamActor.options(  # type: ignore[attr-defined]
+                num_cpus=placement.stream_cpus, max_restarts=rt.max_restarts, max_task_retries=0
+            ).remote(source, self.config, version, dim, placement.stream_threads, not detectors)
+            actors.append(actor)
+            streams[source.stream_id] = StreamBook(source.stream_id, actor)
+        for got_version, got_dim in ray.get([e.info.remote() for e in embedders]):
+            if (got_version, got_dim) != (version, dim):
+                raise ConfigError(
+                    f"embedding actors load model version {got_version} ({got_dim}-D), the driver "
+                    f"expected {version} ({dim}-D): the cluster's model registry differs from this one"
+                )
+        ray.get([d.ready.remote() for d in detectors] + [s.actor.ready.remote() for s in streams.values()])
+        log.info(
+            "ray: %d stream actor(s) x %.2f CPU, %d embedding actor(s) x %.2f CPU %.2f GPU, "
+            "%d detector actor(s) x %.2f CPU",
+            len(streams),
+            placement.stream_cpus,
+            len(embedders),
+            placement.embedder_cpus,
+            placement.embedder_gpus,
+            len(detectors),
+            placement.detector_cpus,
+        )
+        return Pools(embedders, detectors), streams

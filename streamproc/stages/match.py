@@ -1,0 +1,207 @@
+"""The match stage: look each new track aggregate up in the gallery and decide who it is.
+
+For every decision in ``batch.decisions`` that no gallery has seen yet (``gallery_version == ''``):
+
+* its embedding is searched in the in-memory ``GalleryIndex`` (one k=1 call for the whole batch);
+  ``identity`` is the nearest person's name when the squared L2 distance is at most ``threshold``,
+  else None (unknown); ``distance`` is that nearest distance (NaN for an empty gallery) and
+  ``gallery_version`` the gallery's model version;
+* an unknown **revision 0** is stored with ``store.add_unknown`` (when a store is given) so the
+  unknown faces can be clustered and named later;
+* a **later revision** is kept only when its identity differs from the identity last emitted for
+  the track: it is then an explicit update event; otherwise it is dropped (nothing new to say).
+
+Decisions of another model version than the gallery's raise ``IncompatibleModels``: embeddings of
+two models are never compared. With a store, ``index.sync()`` runs at most every
+``sync_interval_s`` so enrollments and erasures reach the matcher while it runs; a failed sync is
+logged and retried later (the index keeps serving what it has). Tracks listed in
+``batch.closed_tracks`` (or all of a stream at ``end_of_stream``) are forgotten after the batch.
+
+Example:
+    >>> import numpy as np
+    >>> from streamproc.gallery.index import GalleryIndex
+    >>> from streamproc.types import Decision, FrameBatch
+    >>> index = GalleryIndex.from_arrays(["id-ada"], ["Ada"], np.eye(1, 4, dtype=np.float32), model_version="v1")
+    >>> stage = MatchStage(1.0, index)
+    >>> d = Decision("cam", 0, 0.0, 1.0, None, float("nan"), 5, "v1", "", embedding=np.eye(1, 4, dtype=np.float32)[0])
+    >>> out = stage(FrameBatch("cam", np.zeros((0, 1, 1, 3), np.uint8), [], decisions=[d]))
+    >>> [(x.identity, x.distance, x.gallery_version) for x in out.decisions]
+    [('Ada', 0.0, 'v1')]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from streamproc.errors import ConfigError, GalleryError, IncompatibleModels
+from streamproc.gallery.base import GalleryStore, Match
+from streamproc.gallery.index import GalleryIndex
+from streamproc.metrics import NullRecorder, Recorder
+from streamproc.stages.base import Stage
+from streamproc.types import Decision, FrameBatch
+
+log = logging.getLogger(__name__)
+
+
+class MatchStage(Stage):
+    """Fills ``identity``, ``distance`` and ``gallery_version`` of new decisions; drops repeats.
+
+    ``threshold`` is a squared L2 distance (the model card's calibrated value, e.g. 1.172 for v1).
+    ``gallery_version`` defaults to ``index.model_version``.
+
+    Example:
+        >>> stage = MatchStage(1.172, GalleryIndex.load(store, "v1"), store=store)  # doctest: +SKIP
+        >>> stage(batch).decisions  # doctest: +SKIP
+        [Decision(stream_id='cam', track_id=0, ..., identity='Ada', distance=0.41, ...)]
+    """
+
+    name = "match"
+
+    def __init__(
+        self,
+        threshold: float,
+        index: GalleryIndex,
+        *,
+        store: GalleryStore | None = None,
+        gallery_version: str | None = None,
+        recorder: Recorder | None = None,
+        sync_interval_s: float | None = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not (threshold > 0 and math.isfinite(threshold)):
+            raise ConfigError(f"match threshold: expected a positive squared L2 distance, got {threshold}")
+        self.threshold = float(threshold)
+        self.index = index
+        self.store = store
+        self.gallery_version = gallery_version or index.model_version
+        if not self.gallery_version:
+            raise ConfigError(
+                "MatchStage: the gallery index has no model version; load it for the embedder's "
+                "version (GalleryIndex.load(store, version)) or pass gallery_version"
+            )
+        self.recorder = recorder or NullRecorder()
+        self.sync_interval_s = sync_interval_s if store is not None else None
+        self._clock = clock
+        self._last_sync = clock()
+        self._said: dict[tuple[str, int, str], str | None] = {}  # (stream, track, model) -> last identity
+
+    # --- the stage --------------------------------------------------------------------------------
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        started = time.perf_counter()
+        fresh = [d for d in batch.decisions if d.gallery_version == ""]
+        if fresh:
+            self._maybe_sync()
+        matches = self._nearest(fresh)
+        out: list[Decision] = []
+        looked_up = iter(zip(fresh, matches, strict=True))
+        for decision in batch.decisions:
+            if decision.gallery_version != "":
+                out.append(decision)  # matched upstream: pass through
+                continue
+            _, match = next(looked_up)
+            kept = self._decide(decision, match)
+            if kept is not None:
+                out.append(kept)
+        self._forget(batch)
+        if fresh:
+            self.recorder.observe(
+                "stage_seconds", time.perf_counter() - started, stage=self.name, stream=batch.stream_id
+            )
+            self.recorder.observe("batch_size", len(fresh), stage=self.name)
+        return dataclasses.replace(batch, decisions=out)
+
+    def _nearest(self, decisions: Sequence[Decision]) -> list[Match | None]:
+        """The nearest gallery person of each decision's embedding (None for an empty gallery)."""
+        if not decisions:
+            return []
+        for d in decisions:
+            if d.model_version != self.index.model_version:
+                raise IncompatibleModels(
+                    f"decision of stream {d.stream_id!r} track {d.track_id} comes from model version "
+                    f"{d.model_version!r}, the gallery index holds {self.index.model_version!r}: "
+                    "embeddings of different model versions are never compared; load the gallery "
+                    "for the embedder's version (re-embed it if needed)"
+                )
+            if d.embedding is None:
+                raise GalleryError(
+                    f"decision of stream {d.stream_id!r} track {d.track_id} carries no embedding to match"
+                )
+        probes = np.stack([np.asarray(d.embedding, np.float32) for d in decisions])
+        started = time.perf_counter()
+        results = self.index.search(probes, k=1, model_version=decisions[0].model_version)
+        self.recorder.observe("gallery_search_seconds", time.perf_counter() - started)
+        return [r[0] if r else None for r in results]
+
+    def _decide(self, decision: Decision, match: Match | None) -> Decision | None:
+        """The matched decision, or None when it repeats what the track already said."""
+        distance = float("nan") if match is None else match.distance
+        identity = match.name if match is not None and match.within(self.threshold) else None
+        matched = dataclasses.replace(
+            decision, identity=identity, distance=distance, gallery_version=self.gallery_version
+        )
+        key = (decision.stream_id, decision.track_id, decision.model_version)
+        if decision.revision > 0 and key in self._said and self._said[key] == identity:
+            return None
+        self._said[key] = identity
+        if match is not None:
+            self.recorder.observe("match_distance", distance)
+        if identity is None and decision.revision == 0:
+            self._store_unknown(matched)
+        return matched
+
+    def _store_unknown(self, decision: Decision) -> None:
+        if self.store is None or decision.embedding is None:
+            return
+        meta = {
+            "stream_id": decision.stream_id,
+            "track_id": decision.track_id,
+            "first_pts": decision.first_pts,
+            "last_pts": decision.last_pts,
+            "n_frames": decision.n_frames,
+            "event_id": decision.event_id,
+            "time": time.time(),
+        }
+        try:
+            self.store.add_unknown(decision.embedding, decision.model_version, meta)
+        except GalleryError as exc:  # best effort: the decision itself still goes out
+            log.warning(
+                "unknown face of %s track %d not stored: %s", decision.stream_id, decision.track_id, exc
+            )
+
+    def _maybe_sync(self) -> None:
+        if self.sync_interval_s is None:
+            return
+        now = self._clock()
+        if now - self._last_sync < self.sync_interval_s:
+            return
+        self._last_sync = now
+        try:
+            refreshed = self.index.sync()
+        except GalleryError as exc:
+            log.warning("gallery sync failed, matching against the index as it was: %s", exc)
+            return
+        if refreshed:
+            log.info("gallery index %s: %d identities refreshed", self.index.model_version, refreshed)
+        self.recorder.gauge("gallery_size", len(self.index), model_version=self.index.model_version)
+
+    def _forget(self, batch: FrameBatch) -> None:
+        if batch.end_of_stream:
+            self.reset(batch.stream_id)
+            return
+        closed = set(batch.closed_tracks)
+        if closed:
+            for key in [k for k in self._said if k[0] == batch.stream_id and k[1] in closed]:
+                del self._said[key]
+
+    def reset(self, stream_id: str) -> None:
+        for key in [k for k in self._said if k[0] == stream_id]:
+            del self._said[key]
+
+    def close(self) -> None:
+        self._said.clear()

@@ -1,0 +1,191 @@
+"""Fixtures of the end-to-end pipeline tests: one Ray cluster, a real gallery, demo videos.
+
+* ``ray_cluster``: one local Ray cluster for the session (2 CPUs, ~200 MB object store, no
+  dashboard); runners find it initialised and leave it alone.
+* ``gallery``: an embedded Redis-compatible server (``EmbeddedRedis``, the product's own) in a
+  temporary folder, with the five celebrities enrolled from a few of their *train* images through
+  ``FacePipeline`` (the same detector, alignment and model as the video pipeline).
+* ``make_demo_video(path, segments)``: a 480x360 video at 12 fps in which faces cut from the
+  *val* images (never enrolled) move across a plain background; ``demo_video`` is a ready one.
+* ``make_config(sources, *overrides)``: a small, fast pipeline config against that gallery.
+* ``rtsp_server``: the real GStreamer RTSP server factory of ``tests/integration/rtsp``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamproc.config import Config, load_config
+from streamproc.faces import FacePipeline, read_image
+from streamproc.gallery.embedded import EmbeddedRedis, connect
+from streamproc.gallery.redis_store import RedisGalleryStore
+from streamproc.sources.synth import write_video
+
+WIDTH, HEIGHT, FPS = 480, 360, 12
+SPRITE = 112  # side of the pasted face patch; the face itself is about 70 px
+SEGMENT_FRAMES = 18  # 1.5 s per segment
+TRAIN_IMAGES = 4  # enrolled images per person
+
+Segment = tuple[str | None, str | None]  # who walks in the upper and in the lower lane
+DEFAULT_SEGMENTS: tuple[Segment, ...] = (
+    ("ben_afflek", "madonna"),
+    ("jerry_seinfeld", "mindy_kaling"),
+    ("elton_john", None),
+)
+
+
+def _load_rtsp_fixtures() -> Any:
+    path = Path(__file__).resolve().parents[1] / "rtsp" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_pipeline_rtsp_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+rtsp_server = _load_rtsp_fixtures().rtsp_server
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def face_pipeline(mtcnn_weights_dir: Path) -> FacePipeline:
+    return FacePipeline(load_config(None, ["embedder.threads=1"]))  # see make_config
+
+
+@dataclass(frozen=True)
+class Gallery:
+    url: str
+    prefix: str
+    people: tuple[str, ...]
+    model_version: str
+
+    def overrides(self) -> list[str]:
+        return [f"gallery.url={json.dumps(self.url)}", f"gallery.prefix={self.prefix}"]
+
+    def store(self) -> RedisGalleryStore:
+        return RedisGalleryStore(connect(self.url), prefix=self.prefix)
+
+
+@pytest.fixture(scope="session")
+def gallery(
+    celebrity_dir: Path, face_pipeline: FacePipeline, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gallery]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("gallery"))
+    url = server.start()
+    prefix = f"pipe-{uuid.uuid4().hex[:8]}"
+    people = tuple(sorted(p.name for p in (celebrity_dir / "train").iterdir() if p.is_dir()))
+    store = RedisGalleryStore(connect(url), prefix=prefix)
+    for person in people:
+        images = [read_image(p) for p in sorted((celebrity_dir / "train" / person).iterdir())[:TRAIN_IMAGES]]
+        result = face_pipeline.embed_subjects(images)
+        store.enroll(person, result.embeddings[~result.failed], face_pipeline.model_version)
+    store.close()
+    yield Gallery(url, prefix, people, face_pipeline.model_version)
+    server.stop()
+
+
+def face_sprite(pipeline: FacePipeline, image: np.ndarray, size: int = SPRITE) -> np.ndarray:
+    """A square patch around the largest face of ``image`` (1.6x the face box), ``size`` px a side."""
+    import cv2
+
+    faces = pipeline.detector([image])[0]
+    assert len(faces), "no face in a val image"
+    x1, y1, x2, y2 = faces.boxes[int(np.argmax(faces.widths * faces.heights))].tolist()
+    side = int(max(x2 - x1, y2 - y1) * 1.6)
+    padded = cv2.copyMakeBorder(image, side, side, side, side, cv2.BORDER_REPLICATE)
+    left, top = int((x1 + x2) / 2 - side / 2) + side, int((y1 + y2) / 2 - side / 2) + side
+    return cv2.resize(
+        padded[top : top + side, left : left + side], (size, size), interpolation=cv2.INTER_AREA
+    )
+
+
+def demo_frames(sprites: dict[str, np.ndarray], segments: Sequence[Segment]) -> list[np.ndarray]:
+    """Frames where each segment's people move right through two lanes that swap every segment."""
+    background = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
+    background[:, :, 1] = np.linspace(60, 160, WIDTH).astype(np.uint8)[None, :]
+    frames = []
+    for index, pair in enumerate(segments):
+        for step in range(SEGMENT_FRAMES):
+            frame = background.copy()
+            for lane, person in enumerate(pair):
+                if person is None:
+                    continue
+                x = 20 + lane * 240 + step * 2
+                y = 40 if (lane + index) % 2 == 0 else 200  # the lanes swap, so tracks never carry over
+                frame[y : y + SPRITE, x : x + SPRITE] = sprites[person]
+            frames.append(frame)
+    return frames
+
+
+MakeVideo = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def make_demo_video(celebrity_dir: Path, face_pipeline: FacePipeline) -> MakeVideo:
+    sprites = {
+        p.name: face_sprite(face_pipeline, read_image(sorted(p.iterdir())[0]))
+        for p in sorted((celebrity_dir / "val").iterdir())
+        if p.is_dir()
+    }
+
+    def make(path: Path, segments: Sequence[Segment] = DEFAULT_SEGMENTS) -> Path:
+        return write_video(path, demo_frames(sprites, segments), FPS)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def demo_video(make_demo_video: MakeVideo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo_video(tmp_path_factory.mktemp("video") / "demo.mp4")
+
+
+@pytest.fixture(scope="session")
+def demo_people() -> set[str]:
+    """Who appears in ``demo_video``."""
+    return {p for pair in DEFAULT_SEGMENTS for p in pair if p is not None}
+
+
+MakeConfig = Callable[..., Config]
+
+
+@pytest.fixture
+def make_config(gallery: Gallery) -> MakeConfig:
+    """``make_config(sources, *overrides)``: small, fast settings (detect every 2nd frame, decide
+    after 3 faces, final after 6) against the session gallery."""
+
+    def make(sources: Sequence[dict[str, Any]], *extra: str) -> Config:
+        overrides = [
+            *gallery.overrides(),
+            "sources=" + json.dumps(list(sources)),
+            "detect.every_k_frames=2",
+            "aggregate.min_frames=3",
+            "aggregate.n_frames=6",
+            "runtime.embed_max_wait_ms=5",
+            "runtime.max_restarts=0",
+            "embedder.threads=1",  # one torch thread: spinning OpenMP threads crawl on a shared 2-core box
+            *extra,
+        ]
+        return load_config(None, overrides)
+
+    return make
