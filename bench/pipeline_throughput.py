@@ -51,12 +51,12 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # (measured here with 2 threads on 2 busy cores). Passive waiting is as fast on an idle machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import cv2
 import numpy as np
 
 from streamproc import env
 from streamproc.align import align_faces
 from streamproc.config import Config, load_config
+from streamproc.demo_video import face_sprite
 from streamproc.faces import FacePipeline, read_image
 from streamproc.gallery.index import GalleryIndex
 from streamproc.models import fetch
@@ -86,14 +86,7 @@ def enroll(pipeline: FacePipeline, root: Path) -> GalleryIndex:
 
 
 def sprite(pipeline: FacePipeline, image: np.ndarray) -> np.ndarray:
-    faces = pipeline.detector([image])[0]
-    x1, y1, x2, y2 = faces.boxes[int(np.argmax(faces.widths * faces.heights))].tolist()
-    side = int(max(x2 - x1, y2 - y1) * 1.6)
-    padded = cv2.copyMakeBorder(image, side, side, side, side, cv2.BORDER_REPLICATE)
-    left, top = int((x1 + x2) / 2 - side / 2) + side, int((y1 + y2) / 2 - side / 2) + side
-    return cv2.resize(
-        padded[top : top + side, left : left + side], (SPRITE, SPRITE), interpolation=cv2.INTER_AREA
-    )
+    return face_sprite(pipeline.detector, image, SPRITE)
 
 
 def synth_video(pipeline: FacePipeline, root: Path, path: Path, seconds: float) -> tuple[Path, set[str]]:

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from streamproc.config import Config, load_config
+from streamproc.demo_video import face_sprite
 from streamproc.faces import FacePipeline, read_image
 from streamproc.gallery.embedded import EmbeddedRedis, connect
 from streamproc.gallery.redis_store import RedisGalleryStore
@@ -105,21 +106,6 @@ def gallery(
     server.stop()
 
 
-def face_sprite(pipeline: FacePipeline, image: np.ndarray, size: int = SPRITE) -> np.ndarray:
-    """A square patch around the largest face of ``image`` (1.6x the face box), ``size`` px a side."""
-    import cv2
-
-    faces = pipeline.detector([image])[0]
-    assert len(faces), "no face in a val image"
-    x1, y1, x2, y2 = faces.boxes[int(np.argmax(faces.widths * faces.heights))].tolist()
-    side = int(max(x2 - x1, y2 - y1) * 1.6)
-    padded = cv2.copyMakeBorder(image, side, side, side, side, cv2.BORDER_REPLICATE)
-    left, top = int((x1 + x2) / 2 - side / 2) + side, int((y1 + y2) / 2 - side / 2) + side
-    return cv2.resize(
-        padded[top : top + side, left : left + side], (size, size), interpolation=cv2.INTER_AREA
-    )
-
-
 def demo_frames(sprites: dict[str, np.ndarray], segments: Sequence[Segment]) -> list[np.ndarray]:
     """Frames where each segment's people move right through two lanes that swap every segment."""
     background = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
@@ -144,7 +130,7 @@ MakeVideo = Callable[..., Path]
 @pytest.fixture(scope="session")
 def make_demo_video(celebrity_dir: Path, face_pipeline: FacePipeline) -> MakeVideo:
     sprites = {
-        p.name: face_sprite(face_pipeline, read_image(sorted(p.iterdir())[0]))
+        p.name: face_sprite(face_pipeline.detector, read_image(sorted(p.iterdir())[0]))
         for p in sorted((celebrity_dir / "val").iterdir())
         if p.is_dir()
     }
