@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 from typing import IO
 
@@ -105,13 +106,20 @@ def _run(args: argparse.Namespace) -> int:
     if config.metrics.port is not None:
         port = recorder.serve(config.metrics.port, config.metrics.addr)
         print(f"metrics: http://{config.metrics.addr}:{port}/metrics", file=sys.stderr)
+    from streamproc.runtime.local import LocalRunner
+    from streamproc.runtime.pipeline import RayRunner
+
+    runner: LocalRunner | RayRunner
     if config.runtime.runner == "local":
-        from streamproc.runtime.local import LocalRunner
-
-        summary = LocalRunner(config, sinks=sinks, recorder=recorder).run(duration_s=args.duration)
+        runner = LocalRunner(config, sinks=sinks, recorder=recorder)
     else:
-        from streamproc.runtime.pipeline import RayRunner
-
-        summary = RayRunner(config, sinks=sinks, recorder=recorder).run(duration_s=args.duration)
+        runner = RayRunner(config, sinks=sinks, recorder=recorder)
+    # SIGTERM (how Kubernetes and systemd stop a process) ends the run like Ctrl-C: open tracks
+    # are decided and emitted before exit.
+    previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    try:
+        summary = runner.run(duration_s=args.duration)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print_summary(summary, out)
     return 0 if summary.ok else 1
