@@ -56,3 +56,12 @@ def test_frame_batch_rejects_faces_past_last_frame() -> None:
         FrameBatch(
             stream_id="s", frames=np.zeros((1, 4, 4, 3), np.uint8), pts=[0.0], faces=make_faces(1, frame=3)
         )
+
+
+def test_public_surface_resolves() -> None:
+    import streamproc
+
+    for name in streamproc.__all__:
+        assert getattr(streamproc, name) is not None
+    with pytest.raises(AttributeError):
+        _ = streamproc.no_such_thing  # type: ignore[attr-defined]
