@@ -10,7 +10,7 @@ Every section is a frozen pydantic model; unknown keys are an error.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -22,7 +22,8 @@ from streamproc.runtime.config import RuntimeConfig
 from streamproc.sources.config import SourceConfig
 from streamproc.stages.config import AggregateConfig, DetectStageConfig, EmitConfig, TrackConfig
 
-__all__ = ["Config", "ConfigError", "Section", "load_config", "parse_overrides"]
+__all__ = ["Config", "ConfigError", "Section", "load_config", "load_validated", "parse_overrides"]
+SectionT = TypeVar("SectionT", bound=Section)
 
 
 class DetectorConfig(Section):
@@ -120,23 +121,34 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML file (or defaults when None), apply overrides, validate."""
+def load_validated(
+    model: type[SectionT],
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    *,
+    what: str = "config",
+) -> SectionT:
+    """Read a YAML file (or defaults when None), apply ``key.path=value`` overrides, validate as ``model``."""
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+            raise ConfigError(f"{what} file {p} does not exist")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"{what} file {p} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p}: expected a mapping at the top, got {type(loaded).__name__}")
+            raise ConfigError(f"{what} file {p}: expected a mapping at the top, got {type(loaded).__name__}")
         tree = loaded
     tree = _deep_merge(tree, parse_overrides(overrides or []))
     try:
-        return Config.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid {what}:\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """The pipeline's configuration: ``configs/*.yaml`` plus overrides, validated."""
+    return load_validated(Config, path, overrides, what="config")

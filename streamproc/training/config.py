@@ -14,14 +14,12 @@ the gradient step -- do not depend on ``num_workers``, which must divide P·K.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from streamproc.config import _deep_merge, parse_overrides
+from streamproc.config import load_validated
 from streamproc.configbase import Section
-from streamproc.errors import ConfigError
 from streamproc.models.architectures import ARCHITECTURES
 
 __all__ = ["AugmentConfig", "TrainConfig", "load_train_config"]
@@ -197,23 +195,4 @@ class TrainConfig(Section):
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a training YAML file (``None``: defaults), apply ``key=value`` overrides, validate."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"training config {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"training config {p} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"training config {p}: expected a mapping at the top, got {type(loaded).__name__}"
-            )
-        tree = loaded
-    tree = _deep_merge(tree, parse_overrides(overrides or []))
-    try:
-        return TrainConfig.model_validate(tree)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("invalid training configuration:\n" + "\n".join(lines)) from None
+    return load_validated(TrainConfig, path, overrides, what="training config")
