@@ -117,6 +117,12 @@ def _run(args: argparse.Namespace) -> int:
     # SIGTERM (how Kubernetes and systemd stop a process) ends the run like Ctrl-C: open tracks
     # are decided and emitted before exit.
     previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    print(
+        f"running {len(config.sources)} source(s) on the {runner.name} runner; "
+        "Ctrl-C or SIGTERM stops after deciding open tracks",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         summary = runner.run(duration_s=args.duration)
     finally:

@@ -76,6 +76,7 @@ class Front:
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds on this batch
     counters: dict[str, int] = field(default_factory=dict)  # source counters since the last front
+    open_tracks: int = 0  # confirmed tracks of the stream still open after this batch
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Back:
     end_of_stream: bool
     embedded: int  # faces that got an embedding
     seconds: dict[str, float] = field(default_factory=dict)
+    queued: int = 0  # batches of the stream still waiting inside the chain (read or tracked, not aggregated)
 
     def as_batch(self) -> FrameBatch:
         """A frameless batch carrying the decisions, for the match and emit stages."""
@@ -313,6 +315,7 @@ class StreamChain:
             error=read.error,
             seconds=read.seconds,
             counters=read.counters,
+            open_tracks=sum(1 for t in self.track_stage.tracks(self.stream_id) if t.track_id >= 0),
         )
         return front, crops
 
@@ -384,6 +387,7 @@ class StreamChain:
             end_of_stream=aggregated.end_of_stream,
             embedded=len(rows),
             seconds={"aggregate": time.perf_counter() - started},
+            queued=len(self._read) + len(self._waiting),
         )
 
     def close(self) -> None:

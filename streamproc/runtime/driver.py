@@ -130,6 +130,9 @@ class Loop:
         rec.gauge("in_flight", sum(s.in_flight for s in self.streams.values()), stage="stream")
         rec.gauge("in_flight", sum(self.pools.embed_load), stage="embed")
         rec.gauge("in_flight", sum(self.pools.detect_load), stage="detect")
+        # results held by the driver until the earlier batches of their stream are through
+        rec.gauge("queue_depth", sum(len(s.found) for s in self.streams.values()), stage="track")
+        rec.gauge("queue_depth", sum(len(s.ready) for s in self.streams.values()), stage="back")
         if not self.pending:
             return
         refs = list(self.pending)
@@ -264,6 +267,7 @@ class Loop:
         s.restarts += 1
         log.warning("stream actor of %s died (%s); restarted, its source starts over", s.sid, exc)
         s.reset()
+        self.outlet.drop_in_flight(s.sid)
 
     def _finish(self, s: StreamBook, error: str) -> None:
         s.done = True

@@ -38,6 +38,16 @@ from streamproc.types import Decision
 
 log = logging.getLogger(__name__)
 ALL_STREAMS = "*"  # stream label of work shared by streams (the embedding pool)
+STREAM_COUNTERS = (  # counters with only a stream label, exposed at 0 from the start of a run
+    "frames_in_total",
+    "frames_decoded_total",
+    "frames_dropped_total",
+    "decode_errors_total",
+    "reconnects_total",
+    "source_failures_total",
+    "faces_detected_total",
+    "tracks_closed_total",
+)
 
 
 def match_threshold(config: Config, card: ModelCard) -> float:
@@ -93,11 +103,26 @@ class Outlet:
         self._started = {s.stream_id: time.monotonic() for s in sources}
         self.decisions: list[Decision] = []
         self._event_ids: set[str] = set()
+        self._queued = dict.fromkeys(self.streams, 0)  # batches waiting inside each stream's chain
+        self._between: dict[str, set[int]] = {sid: set() for sid in self.streams}  # front seen, back not
         self.recorder.gauge("gallery_size", len(index), model_version=card.version)
         self.recorder.gauge("model_info", 1, model_version=card.version, role="embedder")
+        self._zero_series()
         log.info(
             "gallery %s: %d identities, threshold %.3f (squared L2)", card.version, len(index), self.threshold
         )
+
+    def _zero_series(self) -> None:
+        """Every per-stream and per-sink series at 0 from the start, so rates and alerts see them."""
+        rec = self.recorder
+        for sid in self.streams:
+            for name in STREAM_COUNTERS:
+                rec.count(name, 0, stream=sid)
+            rec.count("faces_embedded_total", 0, stream=sid, model_version=self.card.version)
+            rec.gauge("tracks_open", 0, stream=sid)
+        for sink in self.emit.sinks:
+            rec.count("events_written_total", 0, sink=sink.name)
+        self._gauge_between()
 
     def start_clock(self) -> None:
         """Count each stream's wall time from now (after the models were loaded)."""
@@ -128,6 +153,10 @@ class Outlet:
             rec.count("faces_detected_total", front.faces, stream=sid)
         for stage, seconds in front.seconds.items():
             rec.observe("stage_seconds", seconds, stage=stage, stream=sid)
+        rec.gauge("tracks_open", front.open_tracks, stream=sid)
+        if front.seq >= 0:
+            self._between[sid].add(front.seq)
+            self._gauge_between()
         if front.error is not None:
             summary.error = front.error
             rec.count("source_failures_total", 1, stream=sid)
@@ -152,6 +181,9 @@ class Outlet:
             rec.count("faces_embedded_total", back.embedded, stream=sid, model_version=self.card.version)
         for stage, seconds in back.seconds.items():
             rec.observe("stage_seconds", seconds, stage=stage, stream=sid)
+        self._queued[sid] = back.queued
+        self._between[sid].discard(back.seq)
+        self._gauge_between()
         batch = self.match(back.as_batch())
         started = time.perf_counter()
         self.emit(batch)
@@ -177,12 +209,25 @@ class Outlet:
             summary.wall_s = time.monotonic() - self._started[sid]
         return kept
 
+    def _gauge_between(self) -> None:
+        """Batches whose front record came and whose back has not (being embedded or aggregated),
+        and batches waiting inside the chains."""
+        self.recorder.gauge("in_flight", sum(len(s) for s in self._between.values()), stage="front")
+        self.recorder.gauge("queue_depth", sum(self._queued.values()), stage="chain")
+
+    def drop_in_flight(self, stream_id: str) -> None:
+        """The stream's batches in flight will never come back (its actor restarted or died)."""
+        self._between[stream_id].clear()
+        self._queued[stream_id] = 0
+        self._gauge_between()
+
     def fail(self, stream_id: str, error: str) -> None:
         """A stream died outside its chain (its actor is gone): record it."""
         summary = self.streams[stream_id]
         if summary.error is None:
             summary.error = error
             self.recorder.count("source_failures_total", 1, stream=stream_id)
+        self.drop_in_flight(stream_id)
         summary.wall_s = time.monotonic() - self._started[stream_id]
 
     def summary(self, runner: str, wall_s: float) -> RunSummary:
