@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # Train V1 hangs on 2 CPUs
 
 from streamproc import env
 from streamproc.errors import FetchError
@@ -54,3 +56,15 @@ def facenet_keras_h5() -> Path:
 @pytest.fixture(scope="session")
 def celebrity_dir() -> Path:
     return _fetched("celebrity-5")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One small local Ray cluster for the whole session (pipeline and training tests share it)."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
+    yield
+    if started:
+        ray.shutdown()

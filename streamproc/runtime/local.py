@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -28,9 +27,10 @@ from streamproc.config import Config
 from streamproc.detect import Detector, build_detector
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.index import GalleryIndex
-from streamproc.metrics import NullRecorder, Recorder
+from streamproc.metrics import Recorder
 from streamproc.models.embedder import Embedder
-from streamproc.runtime.chain import Front, RunSummary, StreamChain, check_sources
+from streamproc.runtime.base import Runner
+from streamproc.runtime.chain import Front, RunSummary, StreamChain
 from streamproc.runtime.outlet import Outlet
 from streamproc.sources.source import VideoSource
 from streamproc.stages.aggregate import AggregateStage
@@ -40,7 +40,7 @@ from streamproc.stages.track import TrackStage
 log = logging.getLogger(__name__)
 
 
-class LocalRunner:
+class LocalRunner(Runner):
     """Runs ``config.sources`` in-process; ``run()`` returns a ``RunSummary``.
 
     ``sinks`` are added to the ones ``config.emit`` asks for. ``store`` / ``index`` replace the
@@ -65,32 +65,15 @@ class LocalRunner:
         detector: Detector | None = None,
         embedder: Embedder | None = None,
     ):
-        check_sources(config.sources)
-        self.config = config
-        self.recorder = recorder or NullRecorder()
-        self._sinks = list(sinks)
-        self._store, self._index = store, index
+        super().__init__(config, recorder=recorder, sinks=sinks, store=store, index=index)
         self.detector = detector or build_detector(config.detector)
         self.embedder = embedder or Embedder(config.embedder)
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        """Ask the run to end: every stream closes its open tracks and stops (thread-safe)."""
-        self._stop.set()
 
     def run(self, duration_s: float | None = None) -> RunSummary:
         """Process every source to its end (or until ``duration_s`` / ``stop()``)."""
         cfg = self.config
         card = self.embedder.card
-        outlet = Outlet(
-            cfg,
-            card,
-            sources=cfg.sources,
-            recorder=self.recorder,
-            sinks=self._sinks,
-            store=self._store,
-            index=self._index,
-        )
+        outlet = self._outlet(card)
         track = TrackStage(cfg.track, detect=cfg.detect, aggregate=cfg.aggregate)
         aggregate = AggregateStage(cfg.aggregate)
         chains = [

@@ -45,7 +45,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,9 +57,10 @@ from streamproc.config import Config
 from streamproc.errors import ConfigError
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.index import GalleryIndex
-from streamproc.metrics import NullRecorder, Recorder
+from streamproc.metrics import Recorder
 from streamproc.models import registry
-from streamproc.runtime.chain import RunSummary, check_sources
+from streamproc.runtime.base import Runner
+from streamproc.runtime.chain import RunSummary
 from streamproc.runtime.config import RuntimeConfig
 from streamproc.runtime.driver import Loop, Pools, StreamBook
 from streamproc.runtime.outlet import Outlet
@@ -138,7 +138,7 @@ def plan(runtime: RuntimeConfig, n_streams: int, cpus: float, gpus: float) -> Pl
     return Placement(stream_cpus, runtime.embedder_cpus, gpu_each, detector_cpus)
 
 
-class RayRunner:
+class RayRunner(Runner):
     """Runs ``config.sources`` on Ray; ``run()`` returns the same ``RunSummary`` as ``LocalRunner``.
 
     Example:
@@ -157,17 +157,8 @@ class RayRunner:
         store: GalleryStore | None = None,
         index: GalleryIndex | None = None,
     ):
-        check_sources(config.sources)
-        self.config = config
-        self.recorder = recorder or NullRecorder()
-        self._sinks = list(sinks)
-        self._store, self._index = store, index
-        self._stop = threading.Event()
+        super().__init__(config, recorder=recorder, sinks=sinks, store=store, index=index)
         self.placement: Placement | None = None
-
-    def stop(self) -> None:
-        """Ask the run to end: every stream closes its open tracks and stops (thread-safe)."""
-        self._stop.set()
 
     def run(self, duration_s: float | None = None) -> RunSummary:
         started_ray = connect(self.config.runtime)
@@ -175,15 +166,7 @@ class RayRunner:
         outlet: Outlet | None = None
         try:
             card = registry.card(self.config.embedder.model)
-            outlet = Outlet(
-                self.config,
-                card,
-                sources=self.config.sources,
-                recorder=self.recorder,
-                sinks=self._sinks,
-                store=self._store,
-                index=self._index,
-            )
+            outlet = self._outlet(card)
             pools, streams = self._start(card.version, card.embedding_dim, actors)
             started = time.monotonic()
             outlet.start_clock()

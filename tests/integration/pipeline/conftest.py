@@ -1,6 +1,6 @@
 """Fixtures of the end-to-end pipeline tests: one Ray cluster, a real gallery, demo videos.
 
-* ``ray_cluster``: one local Ray cluster for the session (2 CPUs, ~200 MB object store, no
+* ``ray_cluster`` (from tests/conftest.py): one local Ray cluster for the session (2 CPUs, ~200 MB object store, no
   dashboard); runners find it initialised and leave it alone.
 * ``gallery``: an embedded Redis-compatible server (``EmbeddedRedis``, the product's own) in a
   temporary folder, with the five celebrities enrolled from a few of their *train* images through
@@ -56,17 +56,6 @@ def _load_rtsp_fixtures() -> Any:
 
 
 rtsp_server = _load_rtsp_fixtures().rtsp_server
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

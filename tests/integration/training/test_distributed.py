@@ -92,7 +92,7 @@ def run_on_ray(num_workers: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def runs(ray_train_cluster: None) -> dict[int, dict[str, Any]]:
+def runs(ray_cluster: None) -> dict[int, dict[str, Any]]:
     return {0: one_step_per_miner({"ray": False}), 1: run_on_ray(1), 2: run_on_ray(2)}
 
 

@@ -43,7 +43,7 @@ def small_config(lfw_dir: Path, tmp: Path, *extra: str) -> TrainConfig:
 def test_train_checkpoint_registry_and_resume(
     lfw_dir: Path,
     mtcnn_weights_dir: Path,
-    ray_train_cluster: None,
+    ray_cluster: None,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
