@@ -96,6 +96,59 @@ def crop_with_margin(
     return _resize(patch, size)
 
 
+def landmarks_in_crop(box: np.ndarray, landmarks: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """Where ``landmarks`` (image pixels) land in ``crop_with_margin(image, box, margin, size)``.
+
+    >>> landmarks_in_crop(np.array([40, 40, 60, 60]), np.array([[50.0, 50.0]] * 5), 0.2, 24)[0].tolist()
+    [12.0, 12.0]
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(1, round(max(x2 - x1, y2 - y1) * (1 + margin)))
+    left, top = round((x1 + x2) / 2 - side / 2), round((y1 + y2) / 2 - side / 2)
+    points = (np.asarray(landmarks, np.float64) - [left, top]) * (size / side)
+    return points.astype(np.float32)
+
+
+def crop_landmarks(faces: Faces, config: AlignConfig) -> np.ndarray:
+    """(N, 5, 2) landmarks of ``faces`` inside the crops ``align_faces(image, faces, config)`` cuts.
+
+    Rows without landmarks stay NaN (the Haar detector gives none); in similarity mode they are,
+    by construction, the template's.
+    """
+    size = config.image_size
+    marks = np.asarray(faces.landmarks, np.float32).reshape(len(faces), 5, 2)
+    known = np.isfinite(marks).all(axis=(1, 2))
+    if config.mode == "similarity":
+        out = np.broadcast_to(TEMPLATE_112 * (size / 112.0), (len(faces), 5, 2)).astype(np.float32)
+    else:
+        out = np.full((len(faces), 5, 2), np.nan, np.float32)
+        for i in np.flatnonzero(known):
+            out[i] = landmarks_in_crop(faces.boxes[i], marks[i], config.margin, size)
+    out[~known] = np.nan
+    return out
+
+
+def adapt_crops(images: np.ndarray, points: np.ndarray, alignment: str, size: int) -> np.ndarray:
+    """Turn pipeline crops into a model's input: ``"crop"`` resizes, ``"similarity"`` warps.
+
+    A similarity model given a crop without landmarks gets that crop resized.
+
+    >>> adapt_crops(np.zeros((1, 40, 40, 3), np.uint8), np.full((1, 5, 2), np.nan), "similarity", 16).shape
+    (1, 16, 16, 3)
+    """
+    if alignment not in ("crop", "similarity"):
+        raise ConfigError(f"model alignment: expected 'crop' or 'similarity', got {alignment!r}")
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, image in enumerate(images):
+        if alignment == "similarity" and np.isfinite(points[i]).all():
+            out[i] = similarity_align(image, points[i], size)
+        elif image.shape[:2] == (size, size):
+            out[i] = image
+        else:
+            out[i] = _resize(image, size)
+    return out
+
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2x3 matrix of the least-squares rotation + uniform scale + shift taking ``src`` to ``dst``.
 

@@ -4,6 +4,8 @@ STREAMPROC_CACHE_DIR    downloaded and converted weights (default: user cache di
 STREAMPROC_DATA_DIR     embedded Redis data, gallery crops (default: user data dir)
 STREAMPROC_REDIS_URL    redis:// or rediss:// URL of the gallery; unset = embedded server
 STREAMPROC_RAY_ADDRESS  address of a Ray cluster; unset = start a local one
+RAY_ADDRESS             Ray's own: set by `ray job submit` / KubeRay for a job's driver; joined
+                        when STREAMPROC_RAY_ADDRESS is unset (read here only, never set)
 STREAMPROC_SHARED_DATA  folder with test data (LFW, videos); used by tests and benches only
 STREAMPROC_OFFLINE      1 = never download, use the cache only
 """
@@ -59,6 +61,11 @@ def redis_url() -> str | None:
 
 def ray_address() -> str | None:
     return get_str("STREAMPROC_RAY_ADDRESS")
+
+
+def ray_job_address() -> str | None:
+    """Ray's own ``RAY_ADDRESS``: inside ``ray job submit`` (or a KubeRay RayJob) the cluster to join."""
+    return get_str("RAY_ADDRESS")
 
 
 def offline() -> bool:

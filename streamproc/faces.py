@@ -23,7 +23,7 @@ from streamproc.config import Config
 from streamproc.detect import Detector, build_detector
 from streamproc.errors import InputError
 from streamproc.models.embedder import Embedder
-from streamproc.types import Faces
+from streamproc.types import Crops, Faces
 
 FALLBACK_CROP_FRACTION = 0.5  # centre square kept when no face is found (LFW subjects are centred)
 
@@ -47,6 +47,7 @@ class SubjectResult:
     crops: np.ndarray  # (N, S, S, 3) uint8
     failed: np.ndarray  # (N,) bool: no face found, fallback crop used
     n_faces: np.ndarray  # (N,) int: faces the detector found
+    points: np.ndarray | None = None  # (N, 5, 2) landmarks in the crops (NaN: unknown)
 
 
 class FacePipeline:
@@ -66,25 +67,29 @@ class FacePipeline:
         faces = self.detector([image])[0]
         crops = align.align_faces(image, faces, self.config.align)
         faces.embedding = (
-            self.embedder(crops) if len(faces) else np.zeros((0, self.embedder.card.embedding_dim))
+            self.embedder(Crops(crops, align.crop_landmarks(faces, self.config.align)))
+            if len(faces)
+            else np.zeros((0, self.embedder.card.embedding_dim))
         )
         return faces, crops
 
-    def crop_subjects(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The face chosen by ``detector.pick`` in each image, aligned; centre crop when none."""
+    def crop_subjects(self, images: Sequence[np.ndarray]) -> tuple[Crops, np.ndarray, np.ndarray]:
+        """The face chosen by ``detector.pick`` in each image, aligned (with its landmarks in the
+        crop); a centre crop without landmarks when none. Returns ``(crops, failed, n_faces)``."""
         size = self.config.align.image_size
         detections = self.detector(list(images))
-        crops = np.zeros((len(images), size, size, 3), np.uint8)
+        crops = Crops(np.zeros((len(images), size, size, 3), np.uint8))
         failed = np.zeros(len(images), bool)
         for i, (image, faces) in enumerate(zip(images, detections, strict=True)):
             index = align.pick_face(faces, image.shape, self.config.detector.pick)
             if index is None:
                 failed[i] = True
-                crops[i] = align.center_crop(image, size, FALLBACK_CROP_FRACTION)
+                crops.images[i] = align.center_crop(image, size, FALLBACK_CROP_FRACTION)
             else:
-                crops[i] = align.align_faces(image, faces[index], self.config.align)[0]
+                crops.images[i] = align.align_faces(image, faces[index], self.config.align)[0]
+                crops.points[i] = align.crop_landmarks(faces[index], self.config.align)[0]
         return crops, failed, np.array([len(f) for f in detections])
 
     def embed_subjects(self, images: Sequence[np.ndarray]) -> SubjectResult:
         crops, failed, n_faces = self.crop_subjects(images)
-        return SubjectResult(self.embedder(crops), crops, failed, n_faces)
+        return SubjectResult(self.embedder(crops), crops.images, failed, n_faces, crops.points)

@@ -2,19 +2,24 @@
 
 Names live in one catalogue (``METRICS``) so dashboards and alerts can be checked
 against it. ``NullRecorder`` does nothing (the default); ``PrometheusRecorder`` keeps
-real Prometheus series and ``serve`` exposes them, on 127.0.0.1 unless told otherwise.
+real Prometheus series and ``serve`` exposes them, on 127.0.0.1 unless told otherwise, until
+the returned ``MetricsServer`` is closed.
 
 Example:
     >>> rec = PrometheusRecorder()
     >>> rec.count("frames_decoded_total", 3, stream="cam1")
     >>> rec.value("frames_decoded_total", stream="cam1")
     3.0
+    >>> with rec.serve(0) as server:
+    ...     server.url.startswith("http://127.0.0.1:")
+    True
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -144,7 +149,45 @@ class PrometheusRecorder(Recorder):
             sample += "_count"
         return self.registry.get_sample_value(sample, labels or None)
 
-    def serve(self, port: int = 0, addr: str = "127.0.0.1") -> int:
-        """Expose ``/metrics`` over HTTP; returns the bound port. Loopback unless ``addr`` says otherwise."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        return int(server.server_port)
+    def serve(self, port: int = 0, addr: str = "127.0.0.1") -> MetricsServer:
+        """Expose ``/metrics`` over HTTP until the returned server is closed (port 0 = any free one).
+        Loopback unless ``addr`` says otherwise."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        return MetricsServer(addr, int(server.server_port), server, thread)
+
+
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` endpoint: ``close()`` (or leaving ``with``) stops it and frees its port.
+
+    Example:
+        >>> server = PrometheusRecorder().serve(0)
+        >>> server.close(); server.closed
+        True
+    """
+
+    addr: str
+    port: int
+    _httpd: Any = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+    closed: bool = False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.addr}]" if ":" in self.addr else self.addr
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving, close the listening socket and wait for the serving thread (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -115,6 +115,50 @@ class Faces:
         return self.boxes[:, 3] - self.boxes[:, 1]
 
 
+@dataclass
+class Crops:
+    """Face crops on their way to an embedder, with the 5 landmarks in crop pixels (NaN: unknown).
+
+    The pipeline cuts one kind of crop (``align`` config); each model adapts it to its own input
+    (``ModelCard.alignment``): a resize, or a similarity warp through ``points``.
+
+    Example:
+        >>> c = Crops(np.zeros((2, 8, 8, 3), np.uint8))
+        >>> len(Crops.concat([c, c[:1]])), c.points.shape
+        (3, (2, 5, 2))
+    """
+
+    images: np.ndarray  # (N, S, S, 3) uint8 RGB
+    points: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 5, 2), np.float32)
+    )  # (N, 5, 2) crop pixels
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(
+                f"Crops.images: expected (N, S, S, 3) uint8, got {self.images.dtype} {self.images.shape}"
+            )
+        n = len(self.images)
+        if len(self.points) == 0 and n:
+            self.points = np.full((n, 5, 2), np.nan, np.float32)
+        self.points = np.asarray(self.points, np.float32)
+        if self.points.shape != (n, 5, 2):
+            raise ValueError(f"Crops.points: expected shape {(n, 5, 2)}, got {self.points.shape}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: slice | np.ndarray) -> Crops:
+        return Crops(self.images[index], self.points[index])
+
+    @staticmethod
+    def concat(parts: Sequence[Crops]) -> Crops:
+        if not parts:
+            raise ValueError("Crops.concat: expected at least one part")
+        return Crops(np.concatenate([p.images for p in parts]), np.concatenate([p.points for p in parts]))
+
+
 @dataclass(frozen=True)
 class Decision:
     """One identification of one track, emitted once per (stream, track, model version, revision).

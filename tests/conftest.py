@@ -64,7 +64,8 @@ def ray_cluster() -> Iterator[None]:
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
+        # address="local": a new cluster even when another one runs on this machine (a training job)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
     yield
     if started:
         ray.shutdown()

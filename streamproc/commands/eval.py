@@ -25,6 +25,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.set_defaults(handler=_lfw)
 
+    c = cmds.add_parser(
+        "compat",
+        help="cross-model LFW verification: probes of one model against a gallery of another",
+        description=(
+            "LFW 10-fold accuracy and VAL@FAR for gallery-gallery, probe-probe, probe vs gallery and "
+            "gallery vs probe models (and a baseline model in mixed mode); --write records the "
+            "calibrated thresholds for the matcher"
+        ),
+    )
+    c.add_argument("--data", type=Path, required=True, help="folder with one sub-folder of images per person")
+    c.add_argument("--pairs", type=Path, required=True, help="the official pairs.txt (View 2)")
+    c.add_argument("--gallery-model", required=True, help="the older model (name or version), e.g. v1")
+    c.add_argument("--probe-model", required=True, help="the newer model (name or version), e.g. v2")
+    c.add_argument("--baseline-model", help="a model trained without the harmonic loss, shown in mixed mode")
+    c.add_argument("--target-far", type=float, default=1e-3, help="FAR the thresholds are calibrated at")
+    c.add_argument("--out", type=Path, required=True, help="folder for compat.json and the crop cache")
+    c.add_argument("--write", action="store_true", help="record the pair thresholds in the model registry")
+    add_config_args(c)
+    c.set_defaults(handler=_compat)
+
 
 def _lfw(args: argparse.Namespace) -> int:
     from streamproc.eval.lfw import EmbedResult, evaluate, read_pairs
@@ -70,4 +90,70 @@ def _lfw(args: argparse.Namespace) -> int:
         f"threshold {summary['threshold_mean']:.3f}  failed detections {summary['n_failed_detections']}"
     )
     print(f"report: {report}")
+    return 0
+
+
+def _compat(args: argparse.Namespace) -> int:
+    import torch
+
+    from streamproc.eval.compat import compat_table, crop_images, time_per_face
+    from streamproc.eval.lfw import read_pairs, unique_images
+    from streamproc.models import compat, registry
+
+    config = config_from_args(args, list(args.set or []))
+    if not 0 < args.target_far < 1:
+        raise ConfigError(f"--target-far: expected a rate between 0 and 1, got {args.target_far}")
+    if not args.data.is_dir():
+        raise ConfigError(f"--data {args.data}: not a folder")
+    root = args.data / "lfw-deepfunneled" if (args.data / "lfw-deepfunneled").is_dir() else args.data
+    models = {"gallery": registry.name_for(args.gallery_model), "probe": registry.name_for(args.probe_model)}
+    combos = [
+        ("gallery-gallery", "gallery", "gallery"),
+        ("probe-probe", "probe", "probe"),
+        ("probe vs gallery", "probe", "gallery"),
+        ("gallery vs probe", "gallery", "probe"),
+    ]
+    if args.baseline_model:
+        models["baseline"] = registry.name_for(args.baseline_model)
+        combos += [
+            ("baseline-baseline", "baseline", "baseline"),
+            ("baseline vs gallery", "baseline", "gallery"),
+        ]
+    settings = config.model_dump(mode="json", include={"detector", "align"})
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    started = time.perf_counter()
+    pairs, cache = read_pairs(args.pairs), args.out / f"crops-{digest}.npz"
+    rows, _ = compat_table(pairs, root, models, combos, config, cache=cache, target_far=args.target_far)
+    print(
+        f"{'pair':<22}{'probe':>10}{'gallery':>10}{'accuracy':>18}{'VAL@FAR':>9}{'FAR':>8}{'thr@FAR':>9}{'thr acc':>9}"
+    )
+    for r in rows:
+        print(
+            f"{r.label:<22}{r.probe:>10}{r.gallery:>10}{r.accuracy:>10.4f} ± {r.accuracy_sem:.4f}"
+            f"{r.val:>9.4f}{r.far:>8.4f}{r.threshold:>9.3f}{r.accuracy_threshold:>9.3f}"
+        )
+    crops, _ = crop_images(root, unique_images(pairs), config, cache, progress=False)  # cached by now
+    per_face = {key: time_per_face(models[key], crops) for key in ("gallery", "probe")}
+    timing = {f"{key}_ms_per_face": 1000 * t for key, t in per_face.items()}
+    print(
+        f"embedding time per face (batch 32, {torch.get_num_threads()} threads): "
+        f"gallery model {timing['gallery_ms_per_face']:.2f} ms, probe model {timing['probe_ms_per_face']:.2f} ms, "
+        f"probe / gallery {per_face['probe'] / per_face['gallery']:.3f}"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = args.out / "compat.json"
+    payload = {
+        "rows": [r.as_dict() for r in rows],
+        "models": models,
+        "timing": timing,
+        "config": settings,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    report.write_text(json.dumps(payload, indent=2))
+    print(f"report: {report}")
+    if args.write:
+        source = f"LFW View 2 {args.pairs.name}, 10 folds, FAR target {args.target_far:g}"
+        keep = [r for r in rows if "baseline" not in r.label]
+        path = compat.record([r.calibration(source) for r in keep])
+        print(f"recorded {len(keep)} pair thresholds in {path}")
     return 0

@@ -1,9 +1,11 @@
-"""``streamproc models fetch | info | list``."""
+"""``streamproc models fetch | info | list | compat | promote``."""
 
 from __future__ import annotations
 
 import argparse
 
+from streamproc.commands.common import add_config_args, config_from_args
+from streamproc.errors import ConfigError
 from streamproc.models import fetch, registry
 
 
@@ -18,6 +20,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_info)
     p = cmds.add_parser("list", help="models in the registry and their cards")
     p.set_defaults(handler=_list)
+    p = cmds.add_parser("compat", help="calibrated (probe version, gallery version) pairs and thresholds")
+    p.set_defaults(handler=_compat)
+    p = cmds.add_parser(
+        "promote",
+        help="roll a compatible model out to the running pipelines, re-embed the gallery, switch",
+        description=(
+            "Running pipelines swap their embedding actors to MODEL (start new, shift traffic, drain old) "
+            "and match its probes against the current gallery through the calibrated harmonic pair; "
+            "the gallery is then re-embedded from retained crops into MODEL's version and switched. "
+            "--rollback returns to the previous model and gallery."
+        ),
+    )
+    p.add_argument("model", nargs="?", help="model name or version to promote, e.g. v2")
+    p.add_argument(
+        "--rollback", action="store_true", help="return to the model and gallery before the last promote"
+    )
+    p.add_argument(
+        "--no-reembed", action="store_true", help="only swap the model; the gallery stays as it is"
+    )
+    add_config_args(p)
+    p.set_defaults(handler=_promote)
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -59,4 +82,43 @@ def _list(args: argparse.Namespace) -> int:
             f"{name:<20} {card.version:<6} {card.arch:<20} dim={card.embedding_dim} "
             f"input={card.input_size} thresholds={card.thresholds} [{made}]"
         )
+    return 0
+
+
+def _compat(args: argparse.Namespace) -> int:
+    from streamproc.models import compat
+
+    rows = compat.table()
+    if not rows:
+        print("no calibrated pairs; run `streamproc eval compat ... --write`")
+    for c in rows.values():
+        far = "best accuracy" if c.target_far is None else f"FAR {c.target_far:g}"
+        print(f"probe {c.probe:<8} gallery {c.gallery:<8} threshold {c.threshold:.3f} ({far}; {c.source})")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from streamproc.gallery.redis_store import RedisGalleryStore
+    from streamproc.runtime.upgrade import promote
+
+    if bool(args.model) == bool(args.rollback):
+        raise ConfigError("promote: name one model to promote, or pass --rollback alone")
+    config = config_from_args(args)
+    store = RedisGalleryStore.from_config(config.gallery)
+    try:
+        result = promote(
+            store,
+            args.model,
+            default_model=config.embedder.model,
+            rollback=args.rollback,
+            reembed_gallery=not args.no_reembed,
+        )
+    finally:
+        store.close()
+    s = result.serving
+    print(f"serving {s.model} ({s.version}); gallery {s.gallery}; epoch {s.epoch}")
+    if result.reembedded:
+        print(f"re-embedded {result.reembedded} identities into {s.version}")
+    if result.missing:
+        print(f"{len(result.missing)} identities have no retained crops: the gallery stays on {s.gallery}")
     return 0

@@ -19,6 +19,7 @@ import sys
 from typing import IO
 
 from streamproc.commands.common import add_config_args, config_from_args
+from streamproc.config import Config
 from streamproc.metrics import PrometheusRecorder
 from streamproc.runtime.chain import RunSummary, check_sources
 from streamproc.stages.emit import Sink
@@ -101,14 +102,23 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args, overrides)
     check_sources(config.sources)
     out = sys.stderr if config.emit.jsonl_path == "-" else sys.stdout
-    sinks = [PrintSink(out)]
     recorder = PrometheusRecorder()
+    server = None
     if config.metrics.port is not None:
-        port = recorder.serve(config.metrics.port, config.metrics.addr)
-        print(f"metrics: http://{config.metrics.addr}:{port}/metrics", file=sys.stderr)
+        server = recorder.serve(config.metrics.port, config.metrics.addr)
+        print(f"metrics: {server.url}", file=sys.stderr)
+    try:
+        return _run_with(config, args.duration, out, recorder)
+    finally:
+        if server is not None:
+            server.close()  # the port is free again when the command returns
+
+
+def _run_with(config: Config, duration: float | None, out: IO[str], recorder: PrometheusRecorder) -> int:
     from streamproc.runtime.local import LocalRunner
     from streamproc.runtime.pipeline import RayRunner
 
+    sinks = [PrintSink(out)]
     runner: LocalRunner | RayRunner
     if config.runtime.runner == "local":
         runner = LocalRunner(config, sinks=sinks, recorder=recorder)
@@ -124,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        summary = runner.run(duration_s=args.duration)
+        summary = runner.run(duration_s=duration)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print_summary(summary, out)

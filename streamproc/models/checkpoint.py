@@ -36,6 +36,7 @@ class ModelCard:
     normalisation: str = "prewhiten"  # per-image standardisation; or "fixed": (x - mean) / std
     mean: float = 127.5
     std: float = 128.0
+    alignment: str = "crop"  # how pipeline crops become its input: "crop" (resize) or "similarity" (warp)
     compatible_with: tuple[str, ...] = ()  # versions whose embeddings ours may be compared with
     thresholds: dict[str, float] = field(default_factory=dict)  # gallery version -> squared-L2 threshold
     parent: str | None = None

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamproc.align import adapt_crops
 from streamproc.config import EmbedderConfig
 from streamproc.errors import InputError
 from streamproc.models import registry
 from streamproc.models.checkpoint import ModelCard
 from streamproc.models.inception_resnet_v1 import InceptionResnetV1
+from streamproc.types import Crops
 
 __all__ = ["Embedder", "InceptionResnetV1", "ModelCard", "preprocess"]
 
@@ -55,7 +57,10 @@ class Embedder:
     def version(self) -> str:
         return self.card.version
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
+    def __call__(self, crops: np.ndarray | Crops) -> np.ndarray:
+        """(N, D) unit rows for pipeline crops: an array (resized) or ``Crops`` (adapted to the card)."""
+        if isinstance(crops, Crops):
+            crops = adapt_crops(crops.images, crops.points, self.card.alignment, self.card.input_size)
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
             raise InputError(f"expected (N, S, S, 3) uint8 face crops, got {crops.shape} {crops.dtype}")

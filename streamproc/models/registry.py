@@ -41,6 +41,14 @@ def _facenet_from_keras(folder: Path) -> nn.Module:
     return convert(folder / "facenet_keras.h5")
 
 
+def _mobilefacenet_from_tflite(folder: Path) -> nn.Module:
+    from streamproc.models.mobilefacenet import from_tflite
+
+    return from_tflite(folder / "MobileFaceNet.tflite")
+
+
+MOBILEFACENET = "mobilefacenet-192"
+
 BUILTIN: dict[str, Builtin] = {
     DEFAULT_MODEL: Builtin(
         card=ModelCard(
@@ -66,6 +74,30 @@ BUILTIN: dict[str, Builtin] = {
         ),
         artifact="facenet-keras",
         make=_facenet_from_keras,
+    ),
+    # A different, ~7x cheaper network: the trunk of the harmonic v2 (configs/train/harmonic-mfn.yaml).
+    MOBILEFACENET: Builtin(
+        card=ModelCard(
+            name=MOBILEFACENET,
+            version="mfn192",
+            arch="mobilefacenet",
+            embedding_dim=192,
+            input_size=112,
+            normalisation="fixed",
+            mean=127.5,
+            std=128.0,
+            alignment="similarity",
+            compatible_with=("mfn192",),
+            provenance={
+                "source": fetch.ARTIFACTS["mobilefacenet"].package,
+                "file": "package/android/src/main/assets/MobileFaceNet.tflite",
+                "sha256": next(iter(fetch.ARTIFACTS["mobilefacenet"].members.values())),
+                "converter": "streamproc.models.mobilefacenet",
+            },
+            licence=fetch.ARTIFACTS["mobilefacenet"].licence,
+        ),
+        artifact="mobilefacenet",
+        make=_mobilefacenet_from_tflite,
     ),
 }
 
@@ -130,6 +162,35 @@ def load(name: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Module, Mod
 
 def card(name: str) -> ModelCard:
     return read_card(checkpoint_path(name))
+
+
+def peek_card(name: str) -> ModelCard:
+    """The card of ``name`` without making a built-in checkpoint (no fetch, no conversion)."""
+    index = _read_index()
+    if name in index:
+        return read_card(Path(index[name]["path"]))
+    if name in BUILTIN:
+        return BUILTIN[name].card
+    raise ModelError(f"unknown model {name!r}; known: {', '.join(names())}")
+
+
+def names_by_version() -> dict[str, str]:
+    """Model version -> registry name (a version names one embedding space)."""
+    found = {spec.card.version: name for name, spec in BUILTIN.items()}
+    found.update({entry["version"]: name for name, entry in _read_index().items()})
+    return found
+
+
+def name_for(model: str) -> str:
+    """A registry name given a name or a version (``v2`` -> the model registered as v2)."""
+    if model in names():
+        return model
+    by_version = names_by_version()
+    if model in by_version:
+        return by_version[model]
+    raise ModelError(
+        f"unknown model or version {model!r}; known: {', '.join(names())} ({', '.join(sorted(by_version))})"
+    )
 
 
 def register(name: str, path: Path) -> ModelCard:

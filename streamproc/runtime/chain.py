@@ -46,7 +46,7 @@ from streamproc.stages.aggregate import AggregateStage
 from streamproc.stages.detect import DetectStage, detection_mask
 from streamproc.stages.embed import crops_for, with_embeddings
 from streamproc.stages.track import TrackStage
-from streamproc.types import Decision, Faces, FrameBatch
+from streamproc.types import Crops, Decision, Faces, FrameBatch
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class Back:
     embedded: int  # faces that got an embedding
     seconds: dict[str, float] = field(default_factory=dict)
     queued: int = 0  # batches of the stream still waiting inside the chain (read or tracked, not aggregated)
+    model_version: str = ""  # of the batch's embeddings
 
     def as_batch(self) -> FrameBatch:
         """A frameless batch carrying the decisions, for the match and emit stages."""
@@ -282,12 +283,12 @@ class StreamChain:
             return None, f"{type(exc).__name__}: {exc}"
 
     # --- track --------------------------------------------------------------------------------------
-    def track(self, seq: int, found: list[Faces]) -> tuple[Front, np.ndarray]:
+    def track(self, seq: int, found: list[Faces]) -> tuple[Front, Crops]:
         """Batch ``seq`` with the detector's ``found`` faces (one per picked frame): detect stage,
-        tracker, crops. Returns the ``Front`` record and the ``(N, S, S, 3)`` crops to embed."""
+        tracker, crops. Returns the ``Front`` record and the ``Crops`` to embed."""
         if self.finished:  # the stream ended at an earlier batch (a stage failed): nothing more
             self._read.pop(seq, None)
-            return Front(self.stream_id, -1, 0, 0, 0, last=True), _NO_IMAGES
+            return Front(self.stream_id, -1, 0, 0, 0, last=True), Crops(_NO_IMAGES)
         self._check_order("track", seq, self._next_track)
         self._next_track += 1
         read = self._read.pop(seq)
@@ -319,13 +320,13 @@ class StreamChain:
         )
         return front, crops
 
-    def front(self, stop: bool = False) -> tuple[Front, np.ndarray]:
+    def front(self, stop: bool = False) -> tuple[Front, Crops]:
         """``read``, the chain's own detector, and ``track`` in one call."""
         if self.detector is None:
             raise RuntimeError("this chain has no detector of its own: call read() and track()")
         read, images = self.read(stop)
         if read.seq < 0:
-            return Front(self.stream_id, -1, 0, 0, 0, last=True), _NO_IMAGES
+            return Front(self.stream_id, -1, 0, 0, 0, last=True), Crops(_NO_IMAGES)
         started = time.perf_counter()
         try:
             found = self.detector(list(images)) if len(images) else []
@@ -341,7 +342,7 @@ class StreamChain:
 
     def _detect_track_crop(
         self, batch: FrameBatch, found: list[Faces], seconds: dict[str, float]
-    ) -> tuple[FrameBatch, np.ndarray, np.ndarray]:
+    ) -> tuple[FrameBatch, np.ndarray, Crops]:
         t0 = time.perf_counter()
         self._given.found = list(found)
         detected = self.detect(batch)
@@ -368,8 +369,13 @@ class StreamChain:
             )
 
     # --- back ---------------------------------------------------------------------------------------
-    def back(self, seq: int, embeddings: np.ndarray) -> Back:
-        """Attach the embeddings of batch ``seq`` (rows in the order of its crops) and aggregate."""
+    def back(self, seq: int, embeddings: np.ndarray, model_version: str | None = None) -> Back:
+        """Attach the embeddings of batch ``seq`` (rows in the order of its crops) and aggregate.
+
+        ``model_version`` names the model that made them (default: the chain's); during a rolling
+        upgrade it changes between batches, and the aggregate stage restarts those tracks' averages.
+        """
+        version = model_version or self.model_version
         self._check_order("back", seq, self._next_back)
         if seq not in self._waiting:
             raise RuntimeError(f"stream {self.stream_id}: back({seq}) before track({seq})")
@@ -377,7 +383,7 @@ class StreamChain:
         self._next_back += 1
         started = time.perf_counter()
         embeddings = np.asarray(embeddings, np.float32).reshape(len(rows), self.embedding_dim)
-        embedded = with_embeddings(tracked, rows, embeddings, self.model_version, self.embedding_dim)
+        embedded = with_embeddings(tracked, rows, embeddings, version, self.embedding_dim)
         aggregated = self.aggregate(embedded)
         return Back(
             stream_id=self.stream_id,
@@ -388,6 +394,7 @@ class StreamChain:
             embedded=len(rows),
             seconds={"aggregate": time.perf_counter() - started},
             queued=len(self._read) + len(self._waiting),
+            model_version=version,
         )
 
     def close(self) -> None:

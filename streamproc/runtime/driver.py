@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,9 @@ class StreamBook:
     done: bool = False
     restarts: int = 0
     found: dict[int, list[Faces]] = field(default_factory=dict)  # seq -> detections awaiting track()
-    ready: dict[int, np.ndarray] = field(default_factory=dict)  # seq -> embeddings awaiting back()
+    ready: dict[int, tuple[np.ndarray, str | None]] = field(
+        default_factory=dict
+    )  # seq -> (embeddings, version)
 
     def reset(self) -> None:
         self.epoch += 1
@@ -68,22 +71,57 @@ class _Call:
     worker: int = -1  # index in its pool (detect, embed)
 
 
-_ORDER = {"read": 0, "detect": 1, "front": 2, "embed": 3, "back": 4}
+_ORDER = {"ready": -1, "read": 0, "detect": 1, "front": 2, "embed": 3, "back": 4}
 
 
 class Pools:
-    """The model actors, each with a count of its outstanding calls (the least loaded gets the next)."""
+    """The model actors, each with a count of its outstanding calls (the least loaded gets the next).
 
-    def __init__(self, embedders: list[Any], detectors: list[Any]):
+    Embedding actors are never removed from the lists (indices stay valid for calls in flight);
+    during a rolling upgrade the old ones are ``draining`` (no new work) until their last call
+    returns, then killed (``retired``). ``versions[i]`` is the model version of embedder ``i``.
+    """
+
+    def __init__(
+        self,
+        embedders: list[Any],
+        detectors: list[Any],
+        version: str = "",
+        start_embedders: Callable[[str], list[Any]] | None = None,
+    ):
         self.embedders, self.detectors = embedders, detectors
         self.embed_load = [0] * len(embedders)
         self.detect_load = [0] * len(detectors)
+        self.versions = [version] * len(embedders)
+        self.draining: set[int] = set()
+        self.retired: set[int] = set()
+        self.start_embedders = start_embedders  # model name -> new embedding actors (rolling upgrades)
 
     @staticmethod
     def pick(load: list[int]) -> int:
         i = int(np.argmin(load))
         load[i] += 1
         return i
+
+    def pick_embedder(self) -> int:
+        active = [i for i in range(len(self.embedders)) if i not in self.draining and i not in self.retired]
+        i = min(active, key=lambda j: self.embed_load[j])
+        self.embed_load[i] += 1
+        return i
+
+    def add_embedders(self, actors: list[Any], version: str) -> None:
+        """Shift new work to ``actors``; every live embedder of another version drains."""
+        self.draining |= {i for i, v in enumerate(self.versions) if v != version and i not in self.retired}
+        self.embedders += actors
+        self.embed_load += [0] * len(actors)
+        self.versions += [version] * len(actors)
+
+    def retire_drained(self) -> list[Any]:
+        """The draining actors with no call left; they are marked retired (the caller kills them)."""
+        done = [i for i in self.draining if self.embed_load[i] == 0]
+        self.draining -= set(done)
+        self.retired |= set(done)
+        return [self.embedders[i] for i in done]
 
 
 class Loop:
@@ -121,6 +159,7 @@ class Loop:
 
     def _step(self) -> None:
         self._check_stop()
+        self._upgrade()
         for stream in self.streams.values():
             while not (stream.done or stream.reading_done or stream.stopping) and (
                 stream.in_flight < self.rt.max_in_flight
@@ -179,7 +218,8 @@ class Loop:
             s.next_track += 1
         while not s.done and s.next_back in s.ready:
             seq = s.next_back
-            ref = s.actor.back.remote(seq, s.ready.pop(seq))
+            embeddings, version = s.ready.pop(seq)
+            ref = s.actor.back.remote(seq, embeddings, version)
             self.pending[ref] = _Call("back", s.sid, s.epoch, seq)
             s.next_back += 1
 
@@ -188,12 +228,15 @@ class Loop:
             i = self.pools.pick(self.pools.detect_load)
             ref = self.pools.detectors[i].detect.remote(data_ref)
         else:
-            i = self.pools.pick(self.pools.embed_load)
+            i = self.pools.pick_embedder()
             ref = self.pools.embedders[i].embed.remote(data_ref)
         self.pending[ref] = _Call(kind, s.sid, s.epoch, seq, items=items, sent=time.perf_counter(), worker=i)
 
     # --- handling results ---------------------------------------------------------------------------
     def _handle(self, call: _Call, ref: Any) -> None:
+        if call.kind == "ready":
+            self._on_ready(call, ref)
+            return
         s = self.streams[call.sid]
         pooled = call.kind in ("detect", "embed")
         if call.kind == "embed":
@@ -226,7 +269,7 @@ class Loop:
             self._on_front(s, value, call.data)
         elif call.kind == "embed":
             self.outlet.on_embed(call.items, time.perf_counter() - call.sent)
-            s.ready[call.seq] = value
+            s.ready[call.seq] = (value, self.pools.versions[call.worker])
         else:
             self._on_back(s, value)
 
@@ -250,7 +293,7 @@ class Loop:
         if front.crops:
             self._to_pool("embed", s, front.seq, crops_ref, front.crops)
         else:
-            s.ready[front.seq] = np.zeros((0, 1), np.float32)
+            s.ready[front.seq] = (np.zeros((0, 1), np.float32), None)
 
     def _on_back(self, s: StreamBook, back: Back) -> None:
         s.in_flight -= 1
@@ -272,3 +315,32 @@ class Loop:
     def _finish(self, s: StreamBook, error: str) -> None:
         s.done = True
         self.outlet.fail(s.sid, error)
+
+    # --- rolling model upgrades -----------------------------------------------------------------------
+    def _upgrade(self) -> None:
+        """Start the embedders of a newly promoted model; kill old ones once drained."""
+        for actor in self.pools.retire_drained():
+            log.info("rolling upgrade: a drained embedding actor stops")
+            ray.kill(actor)
+        serving = self.outlet.poll_control()
+        if serving is None or self.pools.start_embedders is None:
+            return
+        if any(c.kind == "ready" for c in self.pending.values()):
+            log.warning("rolling upgrade to %s waits: another one is starting", serving.version)
+            return
+        log.info("rolling upgrade: starting %s embedding actors", serving.version)
+        actors = self.pools.start_embedders(serving.model)
+        for actor in actors:
+            self.pending[actor.info.remote()] = _Call("ready", "", 0, -1, data=(actor, serving.version))
+
+    def _on_ready(self, call: _Call, ref: Any) -> None:
+        actor, version = call.data
+        try:
+            got_version, _ = ray.get(ref)
+        except (RayActorError, RayTaskError) as exc:
+            log.error("rolling upgrade to %s failed, staying on the old model: %s", version, exc)
+            ray.kill(actor)
+            return
+        self.pools.add_embedders([actor], got_version)
+        self.outlet.model_in_service(got_version)
+        log.info("rolling upgrade: %s embedding actor serving; the old ones drain", got_version)

@@ -36,6 +36,7 @@ from streamproc.sources.source import VideoSource
 from streamproc.stages.aggregate import AggregateStage
 from streamproc.stages.emit import Sink
 from streamproc.stages.track import TrackStage
+from streamproc.types import Crops
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,11 @@ class LocalRunner(Runner):
 
     def _round(self, chains: list[StreamChain], outlet: Outlet, stop: bool) -> list[StreamChain]:
         """One batch of every open stream; returns the streams still open."""
-        fronts: list[tuple[StreamChain, Front, np.ndarray]] = []
+        serving = outlet.poll_control()
+        if serving is not None:  # a rolling upgrade: in-process, the next batch uses the new model
+            self.embedder = Embedder(self.config.embedder.model_copy(update={"model": serving.model}))
+            outlet.model_in_service(self.embedder.version)
+        fronts: list[tuple[StreamChain, Front, Crops]] = []
         for chain in chains:
             front, crops = chain.front(stop=stop)
             outlet.on_front(front)
@@ -111,14 +116,14 @@ class LocalRunner(Runner):
         embeddings = self._embed([crops for _, _, crops in fronts], outlet)
         still_open = []
         for (chain, front, _), emb in zip(fronts, embeddings, strict=True):
-            outlet.on_back(chain.back(front.seq, emb))
+            outlet.on_back(chain.back(front.seq, emb, self.embedder.version))
             if front.last:
                 chain.close()
             else:
                 still_open.append(chain)
         return still_open
 
-    def _embed(self, parts: list[np.ndarray], outlet: Outlet) -> list[np.ndarray]:
+    def _embed(self, parts: list[Crops], outlet: Outlet) -> list[np.ndarray]:
         """Embed the crops of several batches in one call; one array per batch."""
         sizes = [len(p) for p in parts]
         dim = self.embedder.card.embedding_dim
@@ -126,6 +131,6 @@ class LocalRunner(Runner):
             return [np.zeros((0, dim), np.float32) for _ in parts]
         started = time.perf_counter()
         with torch.inference_mode():
-            out = self.embedder(np.concatenate([p for p in parts if len(p)]))
+            out = self.embedder(Crops.concat([p for p in parts if len(p)]))
         outlet.on_embed(len(out), time.perf_counter() - started)
         return np.split(out, np.cumsum(sizes)[:-1])

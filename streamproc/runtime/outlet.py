@@ -23,14 +23,16 @@ from collections.abc import Sequence
 
 from streamproc import env
 from streamproc.config import Config
-from streamproc.errors import ModelError
+from streamproc.errors import GalleryError, ModelError
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.embedded import connect
 from streamproc.gallery.index import GalleryIndex
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.metrics import NullRecorder, Recorder
+from streamproc.models import compat, registry
 from streamproc.models.checkpoint import ModelCard
 from streamproc.runtime.chain import Back, Front, RunSummary, StreamSummary
+from streamproc.runtime.control import ModelControl, Serving
 from streamproc.sources.config import SourceConfig
 from streamproc.stages.emit import EmitStage, Sink
 from streamproc.stages.match import MatchStage
@@ -92,7 +94,11 @@ class Outlet:
             store=store,
             recorder=self.recorder,
             sync_interval_s=config.runtime.gallery_sync_s,
+            pair_threshold=compat.threshold,
         )
+        self.control = ModelControl(store) if isinstance(store, RedisGalleryStore) else None
+        self.serving = Serving(config.embedder.model, card.version, index.model_version)
+        self._last_poll = -float("inf")
         redis_client = None
         if config.emit.redis_stream is not None:
             redis_client = connect(config.gallery.url or env.redis_url(), config.gallery.embedded_dir)
@@ -178,7 +184,12 @@ class Outlet:
         if back.closed_tracks:
             rec.count("tracks_closed_total", len(back.closed_tracks), stream=sid)
         if back.embedded:
-            rec.count("faces_embedded_total", back.embedded, stream=sid, model_version=self.card.version)
+            rec.count(
+                "faces_embedded_total",
+                back.embedded,
+                stream=sid,
+                model_version=back.model_version or self.card.version,
+            )
         for stage, seconds in back.seconds.items():
             rec.observe("stage_seconds", seconds, stage=stage, stream=sid)
         self._queued[sid] = back.queued
@@ -208,6 +219,42 @@ class Outlet:
         if back.end_of_stream:
             summary.wall_s = time.monotonic() - self._started[sid]
         return kept
+
+    def poll_control(self) -> Serving | None:
+        """Every ``gallery_sync_s``: read the serving record; switch the gallery index when its
+        version changed; return the record when it names another embedding model than ours."""
+        now = time.monotonic()
+        if self.control is None or now - self._last_poll < self.config.runtime.gallery_sync_s:
+            return None
+        self._last_poll = now
+        try:
+            serving = self.control.get()
+        except GalleryError as exc:
+            log.warning("serving model unknown (%s); keeping %s", exc, self.serving.model)
+            return None
+        if serving is None or serving.epoch == self.serving.epoch:
+            return None
+        if serving.gallery != self.match.index.model_version:
+            self._switch_gallery(serving.gallery)
+        changed = serving.model != self.serving.model
+        self.serving = serving
+        return serving if changed else None
+
+    def _switch_gallery(self, version: str) -> None:
+        assert self.store is not None
+        g = self.config.gallery
+        index = GalleryIndex.load(self.store, version, dtype=g.dtype, match=g.match, k=g.k)
+        threshold = compat.threshold(version, version)
+        self.match.switch_index(index, threshold)
+        self.index = index
+        self.recorder.gauge("gallery_size", len(index), model_version=version)
+        log.info("gallery switched to %s: %d identities, threshold %.3f", version, len(index), threshold)
+
+    def model_in_service(self, version: str) -> None:
+        """The embedder now serving (after a rolling swap), for the metrics."""
+        self.recorder.gauge("model_info", 0, model_version=self.card.version, role="embedder")
+        self.card = registry.peek_card(registry.name_for(version))
+        self.recorder.gauge("model_info", 1, model_version=version, role="embedder")
 
     def _gauge_between(self) -> None:
         """Batches whose front record came and whose back has not (being embedded or aggregated),

@@ -71,15 +71,29 @@ log = logging.getLogger(__name__)
 
 
 def connect(runtime: RuntimeConfig) -> bool:
-    """Make sure Ray is initialised; True when this call initialised it (and must shut it down)."""
+    """Make sure Ray is initialised; True when this call initialised it (and must shut it down).
+
+    A running cluster is joined when ``runtime.ray_address`` or ``STREAMPROC_RAY_ADDRESS`` names
+    one, or when Ray's own ``RAY_ADDRESS`` is set (the driver of ``ray job submit`` or a KubeRay
+    RayJob); it is joined with no resource arguments, which Ray refuses for a cluster it did not
+    start. Otherwise a new local cluster (``address="local"``: never one found on the machine)
+    gets ``runtime.num_cpus`` and ``object_store_mb``.
+    """
     if ray.is_initialized():
         return False
-    address = runtime.ray_address or env.ray_address()
+    address = runtime.ray_address or env.ray_address() or env.ray_job_address()
     if address:
+        if runtime.num_cpus is not None or "object_store_mb" in runtime.model_fields_set:
+            log.warning(
+                "runtime.num_cpus and runtime.object_store_mb size a local cluster only: "
+                "ignored when joining the one at %s",
+                address,
+            )
         log.info("joining the Ray cluster at %s", address)
         ray.init(address=address, include_dashboard=False)
     else:
         ray.init(
+            address="local",
             num_cpus=runtime.num_cpus,
             object_store_memory=runtime.object_store_mb * 2**20,
             include_dashboard=False,
@@ -188,7 +202,10 @@ class RayRunner(Runner):
         emb_cfg = self.config.embedder
         if placement.embedder_gpus > 0:
             emb_cfg = emb_cfg.model_copy(update={"device": "cuda"})
-        retried = {"max_restarts": rt.max_restarts, "max_task_retries": rt.max_restarts}  # idempotent calls
+        # Pool calls are idempotent: retried until the actor answers again or Ray gives up on it
+        # (ActorDiedError after max_restarts). A bounded count would be spent while a dead node is
+        # not yet detected: every retry meets "actor temporarily unavailable" at once.
+        retried = {"max_restarts": rt.max_restarts, "max_task_retries": rt.max_restarts}
         embedders = [
             EmbedActor.options(  # type: ignore[attr-defined]
                 num_cpus=placement.embedder_cpus, num_gpus=placement.embedder_gpus, **retried
@@ -227,4 +244,22 @@ class RayRunner(Runner):
             len(detectors),
             placement.detector_cpus,
         )
-        return Pools(embedders, detectors), streams
+
+        def start_embedders(model: str) -> list[Any]:
+            """New embedding actors for a rolling upgrade; on a full cluster they surge beyond the
+            CPU reservations (num_cpus=0, same threads) until the old ones have drained."""
+            cfg = emb_cfg.model_copy(update={"model": model})
+            free = float(ray.available_resources().get("CPU", 0.0))
+            cpus = placement.embedder_cpus if free >= placement.embedder_cpus * rt.embedders else 0.0
+            if not cpus:
+                log.warning("rolling upgrade: no free CPUs; new embedding actors surge past reservations")
+            new = [
+                EmbedActor.options(  # type: ignore[attr-defined]
+                    num_cpus=cpus, num_gpus=placement.embedder_gpus, **retried
+                ).remote(cfg, placement.embedder_threads, rt.embed_batch, rt.embed_max_wait_ms)
+                for _ in range(rt.embedders)
+            ]
+            actors.extend(new)  # killed at the end of the run like the others
+            return new
+
+        return Pools(embedders, detectors, version, start_embedders), streams

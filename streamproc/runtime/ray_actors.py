@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import ray
@@ -41,7 +42,7 @@ import ray
 from streamproc.config import Config, DetectorConfig, EmbedderConfig
 from streamproc.runtime.chain import Back, Front, Read, StreamChain
 from streamproc.sources.config import SourceConfig
-from streamproc.types import Faces
+from streamproc.types import Crops, Faces
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def set_threads(threads: int) -> None:
 
 @dataclass
 class _Request:
-    items: np.ndarray
+    items: Any  # an array or Crops: anything with len() that ``merge`` can join
     future: asyncio.Future[np.ndarray]
 
 
@@ -69,8 +70,15 @@ class MicroBatcher:
     thread, one call at a time, and must return one output row per input row.
     """
 
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_items: int, max_wait_s: float):
+    def __init__(
+        self,
+        fn: Callable[[Any], np.ndarray],
+        max_items: int,
+        max_wait_s: float,
+        merge: Callable[[list[Any]], Any] = np.concatenate,
+    ):
         self.fn = fn
+        self.merge = merge
         self.max_items = max(1, max_items)
         self.max_wait_s = max(0.0, max_wait_s)
         self.calls = 0  # model calls made (for tests and logs)
@@ -79,13 +87,13 @@ class MicroBatcher:
         self._worker: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="embed")
 
-    async def submit(self, items: np.ndarray) -> np.ndarray:
+    async def submit(self, items: Any) -> np.ndarray:
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
             self._arrived = asyncio.Event()
             self._worker = loop.create_task(self._run())
         assert self._arrived is not None
-        request = _Request(np.asarray(items), loop.create_future())
+        request = _Request(items if isinstance(items, Crops) else np.asarray(items), loop.create_future())
         self._queue.append(request)
         self._arrived.set()
         return await request.future
@@ -111,7 +119,7 @@ class MicroBatcher:
             if not batch:
                 continue
             try:
-                merged = np.concatenate([r.items for r in batch])
+                merged = self.merge([r.items for r in batch])
                 out = await loop.run_in_executor(self._pool, self.fn, merged)
                 self.calls += 1
             except Exception as exc:
@@ -144,12 +152,12 @@ class EmbedActor:
         from streamproc.models.embedder import Embedder
 
         self.embedder = Embedder(config)
-        self.batcher = MicroBatcher(self.embedder, max_items, max_wait_ms / 1000.0)
+        self.batcher = MicroBatcher(self.embedder, max_items, max_wait_ms / 1000.0, merge=Crops.concat)
 
     async def info(self) -> tuple[str, int]:
         return self.embedder.version, self.embedder.card.embedding_dim
 
-    async def embed(self, crops: np.ndarray) -> np.ndarray:
+    async def embed(self, crops: Crops) -> np.ndarray:
         if len(crops) == 0:
             return np.zeros((0, self.embedder.card.embedding_dim), np.float32)
         return await self.batcher.submit(crops)
@@ -202,7 +210,7 @@ class StreamActor:
         return self.chain.stream_id
 
     @ray.method(num_returns=2)
-    def front(self, stop: bool = False) -> tuple[Front, np.ndarray]:
+    def front(self, stop: bool = False) -> tuple[Front, Crops]:
         return self.chain.front(stop=stop)
 
     @ray.method(num_returns=2)
@@ -210,11 +218,11 @@ class StreamActor:
         return self.chain.read(stop=stop)
 
     @ray.method(num_returns=2)
-    def track(self, seq: int, found: list[Faces]) -> tuple[Front, np.ndarray]:
+    def track(self, seq: int, found: list[Faces]) -> tuple[Front, Crops]:
         return self.chain.track(seq, found)
 
-    def back(self, seq: int, embeddings: np.ndarray) -> Back:
-        return self.chain.back(seq, embeddings)
+    def back(self, seq: int, embeddings: np.ndarray, model_version: str | None = None) -> Back:
+        return self.chain.back(seq, embeddings, model_version)
 
     def close(self) -> None:
         self.chain.close()

@@ -72,7 +72,12 @@ class SourceConfig(BaseModel):
         5.0, gt=0, description="watchdog: no decoded frame for this long means the source is disconnected"
     )
     reconnect_backoff_s: float = Field(0.5, ge=0, description="first wait before a reconnect attempt")
-    reconnect_backoff_cap_s: float = Field(10.0, ge=0, description="longest wait between reconnect attempts")
+    reconnect_backoff_cap_s: float = Field(
+        2.0,
+        ge=0,
+        description="longest wait between reconnect attempts; bounds the delay between a camera's "
+        "return and its next frame (at most this plus the time to open the stream)",
+    )
     max_reconnects: int | None = Field(
         None, ge=0, description="failed reconnect attempts in a row before giving up; None = forever (live)"
     )

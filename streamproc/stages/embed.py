@@ -10,7 +10,7 @@ Example:
     >>> faces = Faces(boxes=[[8, 8, 40, 40]], scores=[0.9])
     >>> batch = FrameBatch("cam", np.zeros((1, 48, 48, 3), np.uint8), [0.0], faces=faces)
     >>> rows, crops = crops_for(batch, AlignConfig(image_size=32))
-    >>> rows.tolist(), crops.shape
+    >>> rows.tolist(), crops.images.shape
     ([0], (1, 32, 32, 3))
 """
 
@@ -21,50 +21,54 @@ import logging
 
 import numpy as np
 
-from streamproc.align import align_faces
+from streamproc.align import align_faces, crop_landmarks
 from streamproc.config import AlignConfig
 from streamproc.errors import InputError
 from streamproc.models.embedder import Embedder
 from streamproc.stages.base import Stage
-from streamproc.types import EMBEDDING_DTYPE, Faces, FrameBatch
+from streamproc.types import EMBEDDING_DTYPE, Crops, Faces, FrameBatch
 
 log = logging.getLogger(__name__)
 
 
+def _cut(frame: np.ndarray, faces: Faces, config: AlignConfig) -> Crops:
+    return Crops(align_faces(frame, faces, config), crop_landmarks(faces, config))
+
+
 def _one_by_one(
     frame: np.ndarray, faces: Faces, rows: np.ndarray, config: AlignConfig
-) -> tuple[list[int], list[np.ndarray]]:
+) -> tuple[list[int], list[Crops]]:
     """Crops of ``rows`` cut one face at a time, leaving out the faces that cannot be cut."""
     good, crops = [], []
     for r in rows.tolist():
         try:
-            crops.append(align_faces(frame, faces[np.array([r])], config))
+            crops.append(_cut(frame, faces[np.array([r])], config))
             good.append(r)
         except InputError as exc:
             log.debug("face %d not embedded: %s", r, exc)
     return good, crops
 
 
-def crops_for(batch: FrameBatch, config: AlignConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows, crops)``: face rows with ``needs_embedding`` and their (len(rows), S, S, 3) uint8 crops."""
+def crops_for(batch: FrameBatch, config: AlignConfig) -> tuple[np.ndarray, Crops]:
+    """``(rows, crops)``: face rows with ``needs_embedding`` and their crops (with landmarks)."""
     faces = batch.faces
     size = config.image_size
     wanted = np.flatnonzero(np.asarray(faces.needs_embedding))
     frame_of = np.asarray(faces.frame_index)
     rows: list[np.ndarray] = []
-    crops: list[np.ndarray] = []
+    crops: list[Crops] = []
     for frame in np.unique(frame_of[wanted]).tolist():
         here = wanted[frame_of[wanted] == frame]
         try:
-            crops.append(align_faces(batch.frames[frame], faces[here], config))
+            crops.append(_cut(batch.frames[frame], faces[here], config))
             rows.append(here)
         except InputError:  # some face of this frame cannot be cut: keep the others
             good, singles = _one_by_one(batch.frames[frame], faces, here, config)
             rows.append(np.array(good, np.int64))
             crops.extend(singles)
     if not crops:
-        return np.zeros(0, np.int64), np.zeros((0, size, size, 3), np.uint8)
-    return np.concatenate(rows).astype(np.int64), np.concatenate(crops)
+        return np.zeros(0, np.int64), Crops(np.zeros((0, size, size, 3), np.uint8))
+    return np.concatenate(rows).astype(np.int64), Crops.concat(crops)
 
 
 def with_embeddings(

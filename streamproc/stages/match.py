@@ -11,8 +11,13 @@ For every decision in ``batch.decisions`` that no gallery has seen yet (``galler
 * a **later revision** is kept only when its identity differs from the identity last emitted for
   the track: it is then an explicit update event; otherwise it is dropped (nothing new to say).
 
-Decisions of another model version than the gallery's raise ``IncompatibleModels``: embeddings of
-two models are never compared. With a store, ``index.sync()`` runs at most every
+Decisions of another model version than the gallery's are matched only through ``pair_threshold``
+(probe version, gallery version) -> threshold, which raises ``IncompatibleModels`` for a pair that
+was never calibrated (``streamproc.models.compat.threshold``); without it they raise
+``IncompatibleModels``: embeddings of two models are never compared blindly. While a model upgrade
+is rolled out, a track may go on under the new version: its first decision there is dropped when it
+names the identity the track already said (nothing new), and is an update event otherwise.
+``switch_index`` swaps the gallery (e.g. to a re-embedded version) between two batches. With a store, ``index.sync()`` runs at most every
 ``sync_interval_s`` so enrollments and erasures reach the matcher while it runs; a failed sync is
 logged and retried later (the index keeps serving what it has). Tracks listed in
 ``batch.closed_tracks`` (or all of a stream at ``end_of_stream``) are forgotten after the batch.
@@ -73,6 +78,7 @@ class MatchStage(Stage):
         recorder: Recorder | None = None,
         sync_interval_s: float | None = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        pair_threshold: Callable[[str, str], float] | None = None,
     ):
         if not (threshold > 0 and math.isfinite(threshold)):
             raise ConfigError(f"match threshold: expected a positive squared L2 distance, got {threshold}")
@@ -89,7 +95,38 @@ class MatchStage(Stage):
         self.sync_interval_s = sync_interval_s if store is not None else None
         self._clock = clock
         self._last_sync = clock()
-        self._said: dict[tuple[str, int, str], str | None] = {}  # (stream, track, model) -> last identity
+        self.pair_threshold = pair_threshold
+        self._older: dict[str, tuple[GalleryIndex, float]] = {}  # galleries switched away from, by version
+        self._said: dict[tuple[str, int], tuple[str, str | None]] = {}  # (stream, track) -> (model, identity)
+
+    def switch_index(self, index: GalleryIndex, threshold: float) -> None:
+        """Match against ``index`` (same-version ``threshold``) from the next batch on."""
+        if not (threshold > 0 and math.isfinite(threshold)):
+            raise ConfigError(f"match threshold: expected a positive squared L2 distance, got {threshold}")
+        self._older[self.index.model_version] = (self.index, self.threshold)  # for late embeddings
+        self._older.pop(index.model_version, None)
+        self.index, self.threshold = index, float(threshold)
+        self.gallery_version = index.model_version
+
+    def _index_for(self, model_version: str) -> tuple[GalleryIndex, float]:
+        """The gallery a probe of ``model_version`` is matched against, and at what threshold: its
+        own version's (also one switched away from, for embeddings made just before a switch), else
+        the current one through the calibrated pair."""
+        if model_version != self.index.model_version and model_version in self._older:
+            return self._older[model_version]
+        return self.index, self.threshold_for(model_version)
+
+    def threshold_for(self, model_version: str) -> float:
+        """The threshold for probes of ``model_version`` against the current gallery."""
+        if model_version == self.index.model_version:
+            return self.threshold
+        if self.pair_threshold is None:
+            raise IncompatibleModels(
+                f"probes come from model version {model_version!r}, the gallery index holds "
+                f"{self.index.model_version!r}: embeddings of different model versions are never "
+                "compared; load the gallery for the embedder's version (re-embed it if needed)"
+            )
+        return self.pair_threshold(model_version, self.index.model_version)
 
     # --- the stage --------------------------------------------------------------------------------
     def process(self, batch: FrameBatch) -> FrameBatch:
@@ -121,34 +158,39 @@ class MatchStage(Stage):
         if not decisions:
             return []
         for d in decisions:
-            if d.model_version != self.index.model_version:
-                raise IncompatibleModels(
-                    f"decision of stream {d.stream_id!r} track {d.track_id} comes from model version "
-                    f"{d.model_version!r}, the gallery index holds {self.index.model_version!r}: "
-                    "embeddings of different model versions are never compared; load the gallery "
-                    "for the embedder's version (re-embed it if needed)"
-                )
+            self._index_for(d.model_version)  # raises for a pair that may not be compared
             if d.embedding is None:
                 raise GalleryError(
                     f"decision of stream {d.stream_id!r} track {d.track_id} carries no embedding to match"
                 )
-        probes = np.stack([np.asarray(d.embedding, np.float32) for d in decisions])
-        started = time.perf_counter()
-        results = self.index.search(probes, k=1, model_version=decisions[0].model_version)
-        self.recorder.observe("gallery_search_seconds", time.perf_counter() - started)
-        return [r[0] if r else None for r in results]
+        out: list[Match | None] = [None] * len(decisions)
+        for version in {d.model_version for d in decisions}:
+            rows = [i for i, d in enumerate(decisions) if d.model_version == version]
+            probes = np.stack([np.asarray(decisions[i].embedding, np.float32) for i in rows])
+            started = time.perf_counter()
+            results = self._index_for(version)[0].search(probes, k=1)
+            self.recorder.observe("gallery_search_seconds", time.perf_counter() - started)
+            for i, r in zip(rows, results, strict=True):
+                out[i] = r[0] if r else None
+        return out
 
     def _decide(self, decision: Decision, match: Match | None) -> Decision | None:
         """The matched decision, or None when it repeats what the track already said."""
         distance = float("nan") if match is None else match.distance
-        identity = match.name if match is not None and match.within(self.threshold) else None
+        index, threshold = self._index_for(decision.model_version)
+        identity = match.name if match is not None and match.within(threshold) else None
         matched = dataclasses.replace(
-            decision, identity=identity, distance=distance, gallery_version=self.gallery_version
+            decision, identity=identity, distance=distance, gallery_version=index.model_version
         )
-        key = (decision.stream_id, decision.track_id, decision.model_version)
-        if decision.revision > 0 and key in self._said and self._said[key] == identity:
-            return None
-        self._said[key] = identity
+        key = (decision.stream_id, decision.track_id)
+        said = self._said.get(key)
+        if (
+            said is not None
+            and said[1] == identity
+            and (decision.revision > 0 or said[0] != decision.model_version)
+        ):
+            return None  # the same identity again: nothing new to say
+        self._said[key] = (decision.model_version, identity)
         if match is not None:
             self.recorder.observe("match_distance", distance)
         if identity is None and decision.revision == 0:

@@ -79,6 +79,24 @@ class TrainConfig(Section):
         False,
         description="train only the embedding head; the trunk is frozen and the model runs in eval mode",
     )
+    reinit_head: bool = Field(
+        False, description="start the embedding head from random weights (the harmonic recipe's first stage)"
+    )
+    harmonic_with: str | None = Field(
+        None,
+        description=(
+            "registry name of a frozen older model whose embeddings this one must be comparable with "
+            "(harmonic triplet loss, FaceNet section 7); None: ordinary training"
+        ),
+    )
+    crop_size: int | None = Field(
+        None,
+        ge=32,
+        description=(
+            "side of the cached face crops (the pipeline's align.image_size); default: the reference "
+            "model's input with harmonic_with, else the architecture's input"
+        ),
+    )
     data: Path = Field(description="folder with one sub-folder of face images per identity")
     pairs: Path | None = Field(None, description="LFW-style pairs.txt; default: pairs.txt beside data")
     holdout_fold: int | None = Field(
@@ -166,6 +184,8 @@ class TrainConfig(Section):
             raise ValueError(
                 f"holdout_fold={self.holdout_fold} is also in train_folds={list(self.train_folds)}"
             )
+        if self.reinit_head and self.init == "scratch":
+            raise ValueError("reinit_head=true with init='scratch': a model from scratch is random already")
         if self.freeze_trunk and self.init == "scratch":
             raise ValueError("freeze_trunk=true with init='scratch' would train a head on a random trunk")
         return self

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FaceCrops", "PKSampler", "augment", "build_crops", "identity_files"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: landmarks in the crops are cached too
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -99,6 +99,7 @@ class FaceCrops:
     identities: tuple[str, ...]
     files: tuple[str, ...]  # relative paths, one per row
     failed: np.ndarray  # (N,) bool: no face found, centre crop used
+    points: np.ndarray | None = None  # (N, 5, 2) landmarks in the crops (NaN: unknown)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -116,16 +117,17 @@ def _cache_key(root: Path, files: Sequence[str], detector: str, image_size: int)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _load_cached(npy: Path, index: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def _load_cached(npy: Path, index: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     if not (npy.is_file() and index.is_file()):
         return None
     try:
         meta = json.loads(index.read_text())
         crops = np.load(npy, mmap_mode="r")
-    except (OSError, ValueError) as exc:
+        points = np.array(meta["points"], np.float32).reshape(len(crops), 5, 2)
+    except (OSError, ValueError, KeyError) as exc:
         log.warning("crop cache %s unreadable (%s); rebuilding", npy, exc)
         return None
-    return crops, np.array(meta["failed"], bool)
+    return crops, np.array(meta["failed"], bool), points
 
 
 def _cropper(detector: str, image_size: int) -> Any:
@@ -167,6 +169,7 @@ def build_crops(
             tmp, mode="w+", dtype=np.uint8, shape=(len(files), image_size, image_size, 3)
         )
         failed = np.zeros(len(files), bool)
+        points = np.full((len(files), 5, 2), np.nan, np.float32)
         pipeline = _cropper(detector, image_size)
         with tqdm(
             total=len(files), desc="face crops", unit="img", file=sys.stderr, disable=not progress
@@ -174,7 +177,8 @@ def build_crops(
             for start in range(0, len(files), chunk):
                 names = files[start : start + chunk]
                 crops, miss, _ = pipeline.crop_subjects([read_image(root / f) for f in names])
-                out[start : start + len(names)], failed[start : start + len(names)] = crops, miss
+                out[start : start + len(names)], failed[start : start + len(names)] = crops.images, miss
+                points[start : start + len(names)] = crops.points
                 bar.update(len(names))
         out.flush()
         del out
@@ -183,13 +187,14 @@ def build_crops(
             "root": str(root.resolve()),
             "files": list(files),
             "failed": failed.tolist(),
+            "points": np.round(points, 2).tolist(),  # NaN is written as JSON NaN
             "detector": detector,
         }
         index.write_text(json.dumps(meta))
         log.info("cached %d face crops (%d without a detected face) in %s", len(files), failed.sum(), npy)
-        cached = np.load(npy, mmap_mode="r"), failed
-    crops, failed = cached
-    return FaceCrops(crops, labels, identities, files, failed)
+        cached = np.load(npy, mmap_mode="r"), failed, points
+    crops, failed, points = cached
+    return FaceCrops(crops, labels, identities, files, failed, points)
 
 
 class PKSampler:

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,11 +22,13 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
 from streamproc.errors import ConfigError, StreamprocError
 from streamproc.eval.lfw import read_pairs
 from streamproc.models import registry
 from streamproc.training.config import TrainConfig
-from streamproc.training.data import build_crops, identity_files
+from streamproc.training.data import FaceCrops, build_crops, identity_files
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +88,18 @@ def worker_config(config: TrainConfig) -> dict[str, Any]:
     parent_checkpoint = None
     if config.parent is not None:
         card = registry.card(config.parent)
-        if (card.arch, card.embedding_dim) != (config.arch, config.embedding_dim):
+        new_head_ok = config.reinit_head and card.arch == config.arch
+        if (card.arch, card.embedding_dim) != (config.arch, config.embedding_dim) and not new_head_ok:
             raise ConfigError(
                 f"init={config.init} is {card.arch} with {card.embedding_dim}-D embeddings, but the config "
                 f"says arch={config.arch} embedding_dim={config.embedding_dim}"
             )
         parent_checkpoint = str(registry.checkpoint_path(config.parent).resolve())
     root = _image_root(config.data).resolve()
-    config = config.model_copy(update={"data": root, "crops_cache": config.crops_cache.resolve()})
+    reference = registry.card(config.harmonic_with) if config.harmonic_with else None
+    size = config.crop_size or (reference.input_size if reference else config.input_size)
+    update = {"data": root, "crops_cache": config.crops_cache.resolve(), "crop_size": size}
+    config = config.model_copy(update=update)
     holdout, held_out_people, train_people = holdout_pairs(config)
     files = identity_files(
         root,
@@ -102,10 +109,13 @@ def worker_config(config: TrainConfig) -> dict[str, Any]:
         max_identities=config.max_identities,
         max_images=config.max_images_per_identity,
     )
-    opts: dict[str, Any] = {"detector": config.detector, "image_size": config.input_size}
-    build_crops(root, files, config.crops_cache, progress=config.progress, **opts)
+    opts: dict[str, Any] = {"detector": config.detector, "image_size": size}
+    train_crops = build_crops(root, files, config.crops_cache, progress=config.progress, **opts)
+    holdout_crops = None
     if holdout is not None:
-        build_crops(root, {"holdout": holdout["files"]}, config.crops_cache, progress=config.progress, **opts)
+        holdout_crops = build_crops(
+            root, {"holdout": holdout["files"]}, config.crops_cache, progress=config.progress, **opts
+        )
     log.info(
         "training on %d identities, %d images; %s held-out pairs",
         len(files),
@@ -117,7 +127,30 @@ def worker_config(config: TrainConfig) -> dict[str, Any]:
         "train_files": files,
         "holdout": holdout,
         "parent_checkpoint": parent_checkpoint,
+        "reference": None if config.harmonic_with is None else _reference(config, train_crops, holdout_crops),
     }
+
+
+def _reference(config: TrainConfig, train: FaceCrops, holdout: FaceCrops | None) -> dict[str, Any]:
+    """The frozen old model's embeddings of the train (and held-out) crops, cached beside the crops."""
+    from streamproc.training.loop import embed_crops
+
+    assert config.harmonic_with is not None
+    model, card = registry.load(config.harmonic_with)
+    out: dict[str, Any] = {"version": card.version, "model": config.harmonic_with}
+    for part, crops in (("train", train), ("holdout", holdout)):
+        if crops is None:
+            out[part] = None
+            continue
+        key = hashlib.sha256(
+            json.dumps([card.key, str(config.data), crops.image_size, list(crops.files)]).encode()
+        )
+        path = config.crops_cache / f"reference-{card.version}-{key.hexdigest()[:16]}.npy"
+        if not path.is_file():
+            log.info("embedding %d %s crops with the reference model %s", len(crops), part, card.key)
+            np.save(path, embed_crops(model, crops.crops, card, config.eval_batch_size, crops.points))
+        out[part] = str(path)
+    return out
 
 
 def _init_ray(address: str | None, config: TrainConfig) -> None:

@@ -43,7 +43,7 @@ def test_endpoint_serves_every_recorded_metric_on_loopback() -> None:
     for name, metric in METRICS.items():
         labels = dict.fromkeys(metric.labels, "x")
         {"counter": rec.count, "gauge": rec.gauge, "histogram": rec.observe}[metric.kind](name, 1.0, **labels)
-    port = rec.serve(0)
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    with rec.serve(0) as server:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
     for name in METRICS:
         assert f"streamproc_{name}" in body

@@ -107,16 +107,16 @@ def test_run_exposes_every_series_the_dashboard_and_alerts_query(
     demo_video: Path,
 ) -> None:
     recorder = PrometheusRecorder()
-    port = recorder.serve(port=0, addr="127.0.0.1")
-    assert listening_addresses(port) == {"127.0.0.1"}
-
-    started = time.monotonic()
-    summary = runner(make_config([{"uri": str(demo_video)}]), recorder=recorder, sinks=[Counting()]).run()
-    print(f"\n{runner.name}: run {time.monotonic() - started:.1f}s, {len(summary.decisions)} decisions")
+    with recorder.serve(port=0, addr="127.0.0.1") as server:
+        assert listening_addresses(server.port) == {"127.0.0.1"}
+        started = time.monotonic()
+        summary = runner(make_config([{"uri": str(demo_video)}]), recorder=recorder, sinks=[Counting()]).run()
+        print(f"\n{runner.name}: run {time.monotonic() - started:.1f}s, {len(summary.decisions)} decisions")
+        scraped = scraped_series(server.port)
 
     assert summary.ok, summary.streams
     assert summary.decisions
-    missing = queried_series() - scraped_series(port)
+    missing = queried_series() - scraped
     assert not missing, f"queried by deploy/ but not exposed after a {runner.name} run: {sorted(missing)}"
     assert recorder.value("tracks_open", stream="demo") == 0  # the stream ended: every track closed
     assert recorder.value("queue_depth", stage="chain") == 0

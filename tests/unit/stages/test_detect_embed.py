@@ -107,9 +107,10 @@ def test_crops_for_skips_unwanted_and_uncuttable_faces() -> None:
     batch = FrameBatch("cam", frames, [0.0, 0.04], faces=faces)
     rows, crops = crops_for(batch, AlignConfig(image_size=32, margin=0.0))
     assert rows.tolist() == [0, 3]
-    assert crops.shape == (2, 32, 32, 3) and crops.dtype == np.uint8
+    assert crops.images.shape == (2, 32, 32, 3) and crops.images.dtype == np.uint8
+    assert np.isnan(crops.points).all()  # these faces carry no landmarks
     expected = cv2.resize(frames[1][30:60, 30:60], (32, 32), interpolation=cv2.INTER_LINEAR)
-    np.testing.assert_array_equal(crops[1], expected)
+    np.testing.assert_array_equal(crops.images[1], expected)
     out = with_embeddings(batch, rows, np.eye(2, 4, dtype=np.float32), "v9", 4)
     assert out.model_version == "v9"
     assert np.isfinite(out.faces.embedding).all(axis=1).tolist() == [True, False, False, True]  # type: ignore[arg-type]

@@ -1,0 +1,158 @@
+"""Rolling model upgrades: ``promote`` a new model version, re-embed the gallery, switch, roll back.
+
+``promote(store, "v2")``:
+
+1. checks that v2 probes may be matched against the gallery in service (a calibrated harmonic
+   pair, ``streamproc.models.compat``): otherwise it refuses, and nothing changes;
+2. writes the ``Serving`` record (``control.py``): running pipelines start v2 embedding actors,
+   shift new work to them and drain the v1 ones; v2 probes are matched against the v1 gallery
+   through the pair threshold;
+3. re-embeds every identity's retained enrollment crops with v2 into the gallery's v2 namespace
+   (MTCNN finds the landmarks again inside each crop, for models that warp by them);
+4. when every identity has v2 rows, writes ``gallery = v2``: the pipelines switch index between two
+   batches. Identities without retained crops keep the gallery on v1 (listed in the result).
+
+``promote(store, rollback=True)`` writes back the previous model and gallery; the v1 rows were never
+touched, so nothing needs re-embedding.
+
+Example:
+    >>> result = promote(store, "v2")  # doctest: +SKIP
+    >>> result.serving.gallery, result.missing  # doctest: +SKIP
+    ('v2', [])
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from streamproc.errors import ConfigError, IncompatibleModels
+from streamproc.gallery.redis_store import RedisGalleryStore
+from streamproc.models import compat, registry
+from streamproc.models.embedder import Embedder
+from streamproc.runtime.control import ModelControl, Serving
+from streamproc.types import Crops
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PromoteResult:
+    serving: Serving
+    reembedded: int = 0  # identities given rows of the new version
+    missing: list[str] = field(default_factory=list)  # identities without retained crops
+
+
+def serving_now(control: ModelControl, default_model: str) -> Serving:
+    """The record in Redis, or what a pipeline configured with ``default_model`` serves."""
+    current = control.get()
+    if current is not None:
+        return current
+    version = registry.peek_card(default_model).version
+    return Serving(default_model, version, gallery=version)
+
+
+def _landmarks(crops: np.ndarray) -> Crops:
+    """``crops`` with the landmarks MTCNN finds inside each (NaN where it finds no face)."""
+    from streamproc.align import pick_face
+    from streamproc.config import DetectorConfig
+    from streamproc.detect import build_detector
+
+    detector = build_detector(DetectorConfig(kind="mtcnn"))
+    points = np.full((len(crops), 5, 2), np.nan, np.float32)
+    for i, faces in enumerate(detector(list(crops))):
+        row = pick_face(faces, crops[i].shape, "center")
+        if row is not None:
+            points[i] = np.asarray(faces.landmarks)[row]  # detected in the crop: crop coordinates
+    return Crops(np.ascontiguousarray(crops), points)
+
+
+def reembed(
+    store: RedisGalleryStore,
+    model: str,
+    progress: bool = True,
+    on_identity: Callable[[str], None] | None = None,
+) -> tuple[int, list[str]]:
+    """Embed every identity's retained crops with ``model`` into its version's namespace (replacing)."""
+    embedder = Embedder.from_model(*registry.load(model))
+    done, missing = 0, []
+    people = store.list_identities()
+    for person in tqdm(
+        people, desc=f"re-embedding with {embedder.version}", file=sys.stderr, disable=not progress
+    ):
+        parts = store.crops(person.name)
+        if not parts:
+            missing.append(person.name)
+            continue
+        crops = np.concatenate(parts)
+        adapted = _landmarks(crops) if embedder.card.alignment == "similarity" else Crops(crops)
+        store.enroll(person.name, embedder(adapted), embedder.version, replace=True)
+        done += 1
+        if on_identity is not None:
+            on_identity(person.name)
+    return done, missing
+
+
+def promote(
+    store: RedisGalleryStore,
+    target: str | None = None,
+    *,
+    default_model: str = registry.DEFAULT_MODEL,
+    rollback: bool = False,
+    reembed_gallery: bool = True,
+    progress: bool = True,
+) -> PromoteResult:
+    """Move the pipelines to ``target`` (a name or version), or back with ``rollback`` (module docstring)."""
+    control = ModelControl(store)
+    current = serving_now(control, default_model)
+    if rollback:
+        if not current.previous_model:
+            raise ConfigError("nothing to roll back: no model was promoted on this gallery")
+        version = registry.peek_card(current.previous_model).version
+        back = Serving(
+            current.previous_model,
+            version,
+            current.previous_gallery or version,
+            current.model,
+            current.gallery,
+        )
+        return PromoteResult(control.set(back))
+    if target is None:
+        raise ConfigError("promote: name the model (or version) to promote, or pass --rollback")
+    name = registry.name_for(target)
+    card = registry.peek_card(name)
+    old = registry.peek_card(current.model)
+    if card.embedding_dim != old.embedding_dim:
+        raise IncompatibleModels(
+            f"{card.key} makes {card.embedding_dim}-D embeddings, the model in service {old.key} "
+            f"{old.embedding_dim}-D: a rolling upgrade needs a compatible (harmonic) model"
+        )
+    threshold = compat.threshold(card.version, current.gallery)  # raises for an incompatible pair
+    log.info(
+        "promoting %s: %s probes vs the %s gallery at threshold %.3f",
+        card.key,
+        card.version,
+        current.gallery,
+        threshold,
+    )
+    serving = control.set(Serving(name, card.version, current.gallery, current.model, current.gallery))
+    result = PromoteResult(serving)
+    if not reembed_gallery:
+        return result
+    result.reembedded, result.missing = reembed(store, name, progress)
+    if result.missing:
+        log.warning(
+            "%d identities have no retained crops (%s...): the gallery stays on %s, matched through the "
+            "harmonic pair",
+            len(result.missing),
+            ", ".join(result.missing[:3]),
+            current.gallery,
+        )
+        return result
+    result.serving = control.set(Serving(name, card.version, card.version, current.model, current.gallery))
+    return result
