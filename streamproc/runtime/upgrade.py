@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from streamproc.config import DetectorConfig
+from streamproc.detect import Detector, build_detector
 from streamproc.errors import ConfigError, IncompatibleModels
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.models import compat, registry
@@ -57,13 +59,10 @@ def serving_now(control: ModelControl, default_model: str) -> Serving:
     return Serving(default_model, version, gallery=version)
 
 
-def _landmarks(crops: np.ndarray) -> Crops:
-    """``crops`` with the landmarks MTCNN finds inside each (NaN where it finds no face)."""
+def _landmarks(crops: np.ndarray, detector: Detector) -> Crops:
+    """``crops`` with the landmarks ``detector`` finds inside each (NaN where it finds no face)."""
     from streamproc.align import pick_face
-    from streamproc.config import DetectorConfig
-    from streamproc.detect import build_detector
 
-    detector = build_detector(DetectorConfig(kind="mtcnn"))
     points = np.full((len(crops), 5, 2), np.nan, np.float32)
     for i, faces in enumerate(detector(list(crops))):
         row = pick_face(faces, crops[i].shape, "center")
@@ -80,6 +79,9 @@ def reembed(
 ) -> tuple[int, list[str]]:
     """Embed every identity's retained crops with ``model`` into its version's namespace (replacing)."""
     embedder = Embedder.from_model(*registry.load(model))
+    detector = (
+        build_detector(DetectorConfig(kind="mtcnn")) if embedder.card.alignment == "similarity" else None
+    )
     done, missing = 0, []
     people = store.list_identities()
     for person in tqdm(
@@ -90,7 +92,7 @@ def reembed(
             missing.append(person.name)
             continue
         crops = np.concatenate(parts)
-        adapted = _landmarks(crops) if embedder.card.alignment == "similarity" else Crops(crops)
+        adapted = Crops(crops) if detector is None else _landmarks(crops, detector)
         store.enroll(person.name, embedder(adapted), embedder.version, replace=True)
         done += 1
         if on_identity is not None:
