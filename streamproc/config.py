@@ -137,7 +137,7 @@ def load_validated(
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{what} file {p} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"{what} file {p} is not valid YAML: {_yaml_problem(exc)}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{what} file {p}: expected a mapping at the top, got {type(loaded).__name__}")
         tree = loaded
@@ -145,8 +145,24 @@ def load_validated(
     try:
         return model.model_validate(tree)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid {what}:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"invalid {what}: " + "; ".join(map(_problem, exc.errors()))) from None
+
+
+def _problem(error: Any) -> str:
+    """One validation error on one line: ``key.path: what is wrong``."""
+    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key (not a setting of this section; check the spelling)"
+    return f"{where}: {error['msg']}"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The YAML error on one line, with where it is."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

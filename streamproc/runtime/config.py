@@ -23,7 +23,9 @@ class RuntimeConfig(Section):
 
     runner: Literal["ray", "local"] = Field("ray", description="ray actors, or everything in this process")
     ray_address: str | None = Field(
-        None, description="Ray cluster address; None = STREAMPROC_RAY_ADDRESS, else start a local cluster"
+        None,
+        description="Ray cluster address; None = STREAMPROC_RAY_ADDRESS, else Ray's RAY_ADDRESS (set inside "
+        "ray job submit), else start a local cluster",
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started Ray cluster (None = all)")
     object_store_mb: int = Field(256, ge=64, description="object store of a locally started Ray cluster")

@@ -205,7 +205,7 @@ class RayRunner(Runner):
         # Pool calls are idempotent: retried until the actor answers again or Ray gives up on it
         # (ActorDiedError after max_restarts). A bounded count would be spent while a dead node is
         # not yet detected: every retry meets "actor temporarily unavailable" at once.
-        retried = {"max_restarts": rt.max_restarts, "max_task_retries": rt.max_restarts}
+        retried = {"max_restarts": rt.max_restarts, "max_task_retries": -1}
         embedders = [
             EmbedActor.options(  # type: ignore[attr-defined]
                 num_cpus=placement.embedder_cpus, num_gpus=placement.embedder_gpus, **retried
