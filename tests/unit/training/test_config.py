@@ -47,7 +47,7 @@ def test_defaults_follow_the_paper() -> None:
         (["init=scratch", "freeze_trunk=true"], "random trunk"),
         (["augment.jpeg_quality=[90, 10]"], "low=90 high=10"),
         (["mining=hard"], "mining"),
-        (["learning_rate=0.1"], "Extra inputs"),
+        (["learning_rate=0.1"], "learning_rate: unknown key"),
         ([], "data: Field required"),
     ],
 )
