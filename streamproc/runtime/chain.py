@@ -77,6 +77,7 @@ class Front:
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds on this batch
     counters: dict[str, int] = field(default_factory=dict)  # source counters since the last front
     open_tracks: int = 0  # confirmed tracks of the stream still open after this batch
+    next_track_id: int = 0  # the id the stream's next confirmed track will get (0 once it ended)
 
 
 @dataclass
@@ -127,7 +128,8 @@ class StreamSummary:
 
 @dataclass
 class RunSummary:
-    """The outcome of a run: one ``StreamSummary`` per source, every emitted decision, wall time.
+    """The outcome of a run: one ``StreamSummary`` per source, the emitted decisions (the latest
+    ``outlet.DECISIONS_KEPT`` of a long run; the per-stream counts cover all of them), wall time.
 
     Example:
         >>> s = RunSummary("local", {"cam": StreamSummary("cam", "cam.mp4", frames=10)}, [], 2.0)
@@ -250,6 +252,14 @@ class StreamChain:
             embedding_dim,
         )
 
+    def resume(self, first_track_id: int) -> None:
+        """Go on after a restart of this chain's process. A file starts over and gives its tracks the
+        same ids again, so its repeated decisions keep their event ids and are dropped as repeats;
+        a live source shows new faces, numbered from ``first_track_id`` so that no new decision
+        takes the event id of one already out."""
+        if self.source.config.is_live:
+            self.track_stage.continue_ids(self.stream_id, first_track_id)
+
     # --- read ---------------------------------------------------------------------------------------
     def read(self, stop: bool = False) -> tuple[Read, np.ndarray]:
         """The next batch: its ``Read`` record and the ``(K, H, W, 3)`` frames to run the detector on."""
@@ -317,6 +327,7 @@ class StreamChain:
             seconds=read.seconds,
             counters=read.counters,
             open_tracks=sum(1 for t in self.track_stage.tracks(self.stream_id) if t.track_id >= 0),
+            next_track_id=self.track_stage.next_id(self.stream_id),
         )
         return front, crops
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
 from streamproc.metrics import Recorder
 from streamproc.runtime.chain import Back, Front, Read
@@ -46,6 +46,10 @@ class StreamBook:
     stopping: bool = False
     done: bool = False
     restarts: int = 0
+    next_track_id: int = 0  # the next track id no batch has used (kept across actor restarts)
+    recovering: bool = False  # its actor is being restarted: nothing is submitted until ready() answers
+    probing: bool = False  # a ready() call is out
+    probe_at: float = 0.0  # when to ask ready() next
     found: dict[int, list[Faces]] = field(default_factory=dict)  # seq -> detections awaiting track()
     ready: dict[int, tuple[np.ndarray, str | None]] = field(
         default_factory=dict
@@ -71,7 +75,8 @@ class _Call:
     worker: int = -1  # index in its pool (detect, embed)
 
 
-_ORDER = {"ready": -1, "read": 0, "detect": 1, "front": 2, "embed": 3, "back": 4}
+_ORDER = {"ready": -1, "probe": -1, "read": 0, "detect": 1, "front": 2, "embed": 3, "back": 4}
+PROBE_S = 0.1  # how often a restarting stream actor is asked whether it is back
 
 
 class Pools:
@@ -161,6 +166,9 @@ class Loop:
         self._check_stop()
         self._upgrade()
         for stream in self.streams.values():
+            if stream.recovering:
+                self._probe(stream)
+                continue
             while not (stream.done or stream.reading_done or stream.stopping) and (
                 stream.in_flight < self.rt.max_in_flight
             ):
@@ -195,6 +203,9 @@ class Loop:
         if self.stop_at is None:
             return
         for s in self.streams.values():
+            if s.recovering and not s.done:  # restarting: its new incarnation has nothing open to close
+                s.done = True
+                continue
             if not s.done and not s.reading_done and not s.stopping:
                 self._next_batch(s, stop=True)
                 s.stopping = True
@@ -202,6 +213,12 @@ class Loop:
                 log.warning("stream %s did not stop within %.0fs: killing it", s.sid, self.rt.stop_grace_s)
                 ray.kill(s.actor)
                 self._finish(s, f"did not stop within {self.rt.stop_grace_s:g}s after the stop request")
+
+    def _probe(self, s: StreamBook) -> None:
+        """Ask a restarting stream actor whether it is back (one call at a time, every PROBE_S)."""
+        if not s.done and not s.probing and time.monotonic() >= s.probe_at:
+            self.pending[s.actor.ready.remote(s.next_track_id)] = _Call("probe", s.sid, s.epoch, -1)
+            s.probing = True
 
     def _next_batch(self, s: StreamBook, stop: bool) -> None:
         kind = "read" if self.pools.detectors else "front"
@@ -239,6 +256,8 @@ class Loop:
             return
         s = self.streams[call.sid]
         pooled = call.kind in ("detect", "embed")
+        if call.kind == "probe":
+            s.probing = False
         if call.kind == "embed":
             self.pools.embed_load[call.worker] -= 1
         elif call.kind == "detect":
@@ -246,6 +265,9 @@ class Loop:
         try:
             value = ray.get(ref)
         except RayActorError as exc:
+            if call.kind == "probe" and not isinstance(exc, ActorDiedError):
+                s.probe_at = time.monotonic() + PROBE_S  # still restarting
+                return
             if pooled:
                 raise  # a pool is shared: without it nothing can go on
             self._actor_died(s, call, exc)
@@ -260,7 +282,10 @@ class Loop:
             return
         if s.done or call.epoch != s.epoch:
             return
-        if call.kind == "read":
+        if call.kind == "probe":  # the restarted actor answers: its source starts over
+            s.recovering = False
+            log.info("stream actor of %s is back after a restart", s.sid)
+        elif call.kind == "read":
             self._on_read(s, value, call.data)
         elif call.kind == "detect":
             self.outlet.on_detect(s.sid, call.items, time.perf_counter() - call.sent)
@@ -290,6 +315,7 @@ class Loop:
             s.in_flight -= 1
             return
         self.outlet.on_front(front)
+        s.next_track_id = max(s.next_track_id, front.next_track_id)
         if front.crops:
             self._to_pool("embed", s, front.seq, crops_ref, front.crops)
         else:
@@ -302,14 +328,19 @@ class Loop:
             s.done = True
 
     def _actor_died(self, s: StreamBook, call: _Call, exc: Exception) -> None:
-        if call.epoch != s.epoch or s.done:
+        """A call of ``s`` failed because its actor died. Every call in flight fails with it, and
+        calls made while Ray restarts the actor fail at once (``ActorUnavailableError``): one death
+        counts once, and nothing is submitted until the restarted actor answers ``ready()``.
+        ``ActorDiedError``: Ray will not restart it (its ``max_restarts`` are used up)."""
+        if call.epoch != s.epoch or s.done or (s.recovering and not isinstance(exc, ActorDiedError)):
             return
-        if s.restarts >= self.rt.max_restarts:
+        if isinstance(exc, ActorDiedError) or s.restarts >= self.rt.max_restarts:
             self._finish(s, f"stream actor died {s.restarts + 1} times: {exc}")
             return
         s.restarts += 1
-        log.warning("stream actor of %s died (%s); restarted, its source starts over", s.sid, exc)
+        log.warning("stream actor of %s died (%s); restarting, its source starts over", s.sid, exc)
         s.reset()
+        s.recovering, s.probing, s.probe_at = True, False, 0.0
         self.outlet.drop_in_flight(s.sid)
 
     def _finish(self, s: StreamBook, error: str) -> None:

@@ -206,7 +206,10 @@ class StreamActor:
         detector = build_detector(config.detector) if own_detector else None
         self.chain = StreamChain.build(source, config, detector, model_version, dim)
 
-    def ready(self) -> str:
+    def ready(self, first_track_id: int = 0) -> str:
+        """Answers once built; after a restart the driver passes the next unused track id."""
+        if first_track_id:
+            self.chain.resume(first_track_id)
         return self.chain.stream_id
 
     @ray.method(num_returns=2)

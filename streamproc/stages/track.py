@@ -237,5 +237,15 @@ class TrackStage(Stage):
     def reset(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
 
+    def next_id(self, stream_id: str) -> int:
+        """The id the stream's next confirmed track will get."""
+        state = self._streams.get(stream_id)
+        return 0 if state is None else state.next_id
+
+    def continue_ids(self, stream_id: str, first_id: int) -> None:
+        """Number the stream's new tracks from ``first_id`` on (no earlier id is given again)."""
+        state = self._streams.setdefault(stream_id, _Stream())
+        state.next_id = max(state.next_id, first_id)
+
     def close(self) -> None:
         self._streams.clear()

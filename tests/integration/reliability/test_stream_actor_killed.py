@@ -6,8 +6,6 @@ lets Ray restart it once. The expected outcome: the stream ends normally, every 
 named, and every event id reaches every sink once - also a sink that remembers nothing (like the
 ``run`` command's printed lines), not only the JSON-lines sink that drops repeats itself. The time
 from the kill to the restarted actor answering is printed and attached as a property.
-
-Known to fail (strict xfail) until the driver handles a restarting actor; see the reason below.
 """
 
 from __future__ import annotations
@@ -33,14 +31,6 @@ from streamproc.types import Decision
 pytestmark = pytest.mark.integration
 MakeConfig = Callable[..., Any]
 RUN_LIMIT_S = 120.0
-
-DRIVER_BUG = (
-    "driver.Loop counts one stream-actor death many times: calls submitted while Ray restarts the "
-    "actor fail at once with ActorUnavailableError, each resets the stream and adds a restart, so "
-    "max_restarts is used up within milliseconds and the stream is reported failed; and Outlet.on_back "
-    "hands a replayed file's decisions to every sink again (only the JSON-lines and Redis sinks drop "
-    "repeats themselves)"
-)
 
 
 class KillOnFirstWrite(Sink):
@@ -82,7 +72,6 @@ class KillOnFirstWrite(Sink):
             return
 
 
-@pytest.mark.xfail(strict=True, reason=DRIVER_BUG)
 def test_stream_actor_killed_mid_run(
     ray_cluster: None,
     make_config: MakeConfig,

@@ -216,3 +216,24 @@ def test_cli_run_refuses_a_bad_config_before_starting(
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("live", "restarted_id"), [(False, 0), (True, 1)])
+def test_a_restarted_chain_numbers_live_tracks_on(
+    videos: dict[str, Path], live: bool, restarted_id: int
+) -> None:
+    """After a stream actor's restart the driver passes the next unused track id: a file starts over
+    with the same ids (its repeats keep their event ids), a live source's new faces get new ones."""
+    config = config_for([{"uri": str(videos["b"]), "batch_frames": 6, "live": live, "max_reconnects": 0}])
+    ids = []
+    for resume_at in (0, 1):
+        chain = StreamChain.build(config.sources[0], config, SquareDetector(), "t1", DIM)
+        chain.resume(resume_at)
+        decided: list[int] = []
+        while not decided and not chain.finished:  # a live source hands out what has arrived
+            front, _ = chain.front()
+            back = chain.back(front.seq, np.tile(ADA, (front.crops, 1)))
+            decided = [d.track_id for d in back.decisions]
+        chain.close()
+        ids.append(decided)
+    assert ids == [[0], [restarted_id]]
