@@ -65,17 +65,21 @@ def _default_retryable(exc: BaseException) -> bool:
 class Retry:
     """Call a function until it succeeds, a non-retryable error occurs, or attempts run out.
 
-    ``attempts=None`` retries forever (live cameras); ``sleep`` is injectable for tests.
+    ``attempts=None`` retries forever (live cameras); ``within_s`` also gives up once the next wait
+    would end more than ``within_s`` after the first call; ``sleep`` and ``clock`` are injectable for
+    tests.
     """
 
     backoff: Backoff = field(default_factory=ExponentialBackoff)
     attempts: int | None = 5
+    within_s: float | None = None
     retryable: Callable[[BaseException], bool] = _default_retryable
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
     on_retry: Callable[[int, BaseException, float], None] | None = None
 
     def call(self, fn: Callable[[], T]) -> T:
-        failures = 0
+        failures, started = 0, self.clock()
         while True:
             try:
                 return fn()
@@ -84,7 +88,15 @@ class Retry:
                 if not self.retryable(exc) or (self.attempts is not None and failures >= self.attempts):
                     raise
                 wait = self.backoff.delay(failures)
+                if self.within_s is not None and self.clock() - started + wait > self.within_s:
+                    raise
                 log.info("retry %d after %s: waiting %.2fs", failures, exc, wait)
                 if self.on_retry is not None:
                     self.on_retry(failures, exc, wait)
                 self.sleep(wait)
+
+
+def server_retry(within_s: float = 10.0) -> Retry:
+    """The policy for calls to a server (Redis): jittered waits of up to 2 s, for ``within_s`` in all.
+    A server restart (a second or two) is waited out; an unreachable one fails within ``within_s``."""
+    return Retry(ExponentialBackoff(base=0.1, cap=2.0, jitter=True), attempts=None, within_s=within_s)

@@ -113,6 +113,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("cluster", help="cluster id as printed by 'gallery cluster'")
     p.add_argument("--name", required=True, help="name of the new (or existing) identity")
     p.set_defaults(handler=_promote)
+    p = cmds.add_parser("forget-unknowns", help="erase stored unknown faces older than a number of days")
+    p.add_argument(
+        "--older-than-days",
+        type=float,
+        help="age limit in days (default: gallery.unknown_retention_s; 0 erases them all)",
+    )
+    p.set_defaults(handler=_forget_unknowns)
     for p in cmds.choices.values():
         add_config_args(p)
 
@@ -163,6 +170,20 @@ def _delete(args: argparse.Namespace) -> int:
     with open_store(config) as store:
         ident = store.delete(args.name)
     print(f"erased {ident.name} ({ident.id}): embeddings {ident.embeddings}, crops {ident.crops}")
+    return 0
+
+
+def _forget_unknowns(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.older_than_days is not None:
+        older_than_s = args.older_than_days * 86400.0
+    elif config.gallery.unknown_retention_s is not None:
+        older_than_s = config.gallery.unknown_retention_s
+    else:
+        raise InputError("give --older-than-days, or set gallery.unknown_retention_s")
+    with open_store(config) as store:
+        gone = store.forget_unknowns(older_than_s)
+    print(f"erased {gone} unknown faces older than {older_than_s / 86400:g} days")
     return 0
 
 

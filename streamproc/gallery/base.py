@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import json
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -287,6 +288,13 @@ class GalleryStore(abc.ABC):
     def delete_unknowns(self, model_version: str, ids: Sequence[str]) -> int:
         return self._delete_unknowns(check_model_version(model_version), list(ids))
 
+    def forget_unknowns(self, older_than_s: float) -> int:
+        """Erase the unknown faces of every model version stored more than ``older_than_s`` seconds
+        ago (the retention limit of ``gallery.unknown_retention_s``); returns how many."""
+        if not older_than_s >= 0:
+            raise InputError(f"forget_unknowns: expected older_than_s >= 0, got {older_than_s}")
+        return self._forget_unknowns(time.time() - older_than_s)
+
     def promote_unknowns(
         self,
         ids: Sequence[str],
@@ -378,6 +386,9 @@ class GalleryStore(abc.ABC):
 
     @abc.abstractmethod
     def _delete_unknowns(self, model_version: str, ids: list[str]) -> int: ...
+
+    @abc.abstractmethod
+    def _forget_unknowns(self, before: float) -> int: ...
 
     @abc.abstractmethod
     def _promote(

@@ -32,6 +32,9 @@ class GalleryConfig(BaseModel):
         description="redis://, rediss:// (TLS) or unix:// URL with optional user:password; "
         "None = STREAMPROC_REDIS_URL, or an embedded server when that is unset too",
     )
+    retry_s: float = Field(
+        10.0, ge=0.0, le=3600.0, description="how long a Redis call is retried through a lost connection"
+    )
     prefix: str = Field("streamproc", description="every gallery key starts with '<prefix>:'")
     dtype: Literal["float32", "int8"] = Field(
         "float32",
@@ -55,6 +58,12 @@ class GalleryConfig(BaseModel):
     )
     cluster_max_unknowns: int = Field(
         5000, ge=2, description="most recent unknown faces clustered at once (memory grows as its square)"
+    )
+    unknown_retention_s: float | None = Field(
+        None,
+        gt=0,
+        description="unknown faces older than this are erased by running jobs (checked every minute); "
+        "None = kept until promoted or forgotten with `gallery forget-unknowns`",
     )
     changelog_maxlen: int = Field(
         100_000, ge=10, description="change-log entries kept (approximately); lagging replicas reload"

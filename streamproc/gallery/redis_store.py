@@ -21,14 +21,17 @@ concurrency; redis-py re-runs the function on a conflict): a client or server cr
 applies nothing, and with AOF the server replays whole transactions only. The change log carries ids,
 never names or embeddings, so ``delete`` erases a person completely while logging the erasure.
 
-Connection errors become ``GalleryUnavailable`` and go through the injected ``Retry`` policy; an
-enroll retried after a lost reply is recognised by its batch id and not applied twice.
+Connection errors become ``GalleryUnavailable`` and go through the injected ``Retry`` policy (by
+default ``gallery.retry_s`` of retries). An enrollment's batch id is a hash of the person, model
+version and rows, so an enroll retried after a lost reply, or a whole command run again, is not
+applied twice.
 
 >>> store = RedisGalleryStore.from_config(GalleryConfig(url="redis://localhost:6379/0"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -56,7 +59,7 @@ from streamproc.gallery.base import (
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.embedded import connect
 from streamproc.gallery.quantize import dequantize, quantize
-from streamproc.retry import ExponentialBackoff, Retry
+from streamproc.retry import Retry, server_retry
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -103,7 +106,7 @@ class RedisGalleryStore(GalleryStore):
         )
         self._r = client
         self._p = prefix
-        self._retry = retry or Retry(ExponentialBackoff(base=0.1, cap=2.0, jitter=True), attempts=5)
+        self._retry = retry or server_retry()
         kw = client.connection_pool.connection_kwargs
         self._where = str(kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}")
 
@@ -117,7 +120,7 @@ class RedisGalleryStore(GalleryStore):
             dtype=config.dtype,
             retain_crops=config.retain_crops,
             changelog_maxlen=config.changelog_maxlen,
-            retry=retry,
+            retry=retry or server_retry(config.retry_s),
         )
         store.config = config
         return store
@@ -235,7 +238,7 @@ class RedisGalleryStore(GalleryStore):
         metadata: dict[str, Any] | None,
         replace: bool,
     ) -> Identity:
-        batch = uuid.uuid4().hex
+        batch = _batch_id(name, model_version, embeddings, replace)
         crop_blob = None
         if crops is not None and self.config.retain_crops:
             buf = io.BytesIO()
@@ -281,8 +284,10 @@ class RedisGalleryStore(GalleryStore):
         if found is not None:
             pipe.watch(self._ident(ident))
             h = pipe.hgetall(self._ident(ident))
-            if pipe.hexists(self._emb(mv, ident), batch):  # an earlier attempt got through
-                return self._identity(ident, h)
+            if pipe.hexists(self._emb(mv, ident), batch) and not (
+                replace and pipe.hlen(self._emb(mv, ident)) > 1
+            ):
+                return self._identity(ident, h)  # an earlier attempt, or an earlier run, got through
         rows = (0 if replace else int(h.get(f"rows:{mv}".encode(), 0))) + n
         fields: dict[str, Any] = {"name": name, "updated": repr(now), f"rows:{mv}": rows}
         if found is None:
@@ -437,7 +442,7 @@ class RedisGalleryStore(GalleryStore):
 
     # --- unknown faces ------------------------------------------------------------------------------
     def _add_unknown(self, embedding: np.ndarray, model_version: str, meta: dict[str, Any]) -> str:
-        uid = f"{time.time_ns() // 1000:014x}{secrets.token_hex(4)}"
+        uid = _unknown_id_prefix(time.time()) + secrets.token_hex(4)
         meta = {"time": time.time(), **meta}
 
         def tx(pipe: Pipeline) -> str:
@@ -477,6 +482,23 @@ class RedisGalleryStore(GalleryStore):
             pipe.hdel(self.key("unknown", model_version), *ids)
             pipe.hdel(self.key("unknown", model_version, "meta"), *ids)
             return int(pipe.execute()[0])
+
+        return self._call(run)
+
+    def _forget_unknowns(self, before: float) -> int:
+        cutoff = _unknown_id_prefix(before)  # ids start with their time: older ones sort before it
+
+        def run() -> int:
+            gone = 0
+            for mv in sorted(_s(m) for m in self._r.smembers(self.key("models"))):
+                key = self.key("unknown", mv)
+                old = [uid for uid in map(_s, self._r.hkeys(key)) if uid < cutoff]
+                for start in range(0, len(old), 1000):
+                    pipe = self._r.pipeline(transaction=True)
+                    pipe.hdel(key, *old[start : start + 1000])
+                    pipe.hdel(self.key("unknown", mv, "meta"), *old[start : start + 1000])
+                    gone += int(pipe.execute()[0])
+            return gone
 
         return self._call(run)
 
@@ -633,3 +655,16 @@ class RedisGalleryStore(GalleryStore):
             if owner is not None and owner not in known:
                 problems.append(f"orphan key {_s(raw)}")
         return problems
+
+
+def _batch_id(name: str, model_version: str, embeddings: np.ndarray, replace: bool) -> str:
+    """The same rows enrolled for the same person get the same id: a retry after a lost reply, or a
+    command run again after it failed part-way, stores them once."""
+    digest = hashlib.sha256(f"{name}\0{model_version}\0{replace}\0".encode())
+    digest.update(np.ascontiguousarray(embeddings, np.float32).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _unknown_id_prefix(when: float) -> str:
+    """An unknown face's id starts with its time in microseconds (14 hex digits): ids sort by time."""
+    return f"{int(when * 1e6):014x}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 
 from streamproc import env
@@ -31,15 +32,19 @@ from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.metrics import NullRecorder, Recorder
 from streamproc.models import compat, registry
 from streamproc.models.checkpoint import ModelCard
+from streamproc.retry import server_retry
 from streamproc.runtime.chain import Back, Front, RunSummary, StreamSummary
 from streamproc.runtime.control import ModelControl, Serving
 from streamproc.sources.config import SourceConfig
-from streamproc.stages.emit import EmitStage, Sink
+from streamproc.stages.emit import EmitStage, Remembered, Sink
 from streamproc.stages.match import MatchStage
 from streamproc.types import Decision
 
 log = logging.getLogger(__name__)
 ALL_STREAMS = "*"  # stream label of work shared by streams (the embedding pool)
+EVENT_IDS_REMEMBERED = 1_000_000  # ids of events out, to drop repeats (about 100 MB at most)
+DECISIONS_KEPT = 100_000  # the latest decisions the run summary lists (about 100 MB at most)
+RETENTION_CHECK_S = 60.0  # how often a run erases unknown faces past gallery.unknown_retention_s
 STREAM_COUNTERS = (  # counters with only a stream label, exposed at 0 from the start of a run
     "frames_in_total",
     "frames_decoded_total",
@@ -98,17 +103,19 @@ class Outlet:
         )
         self.control = ModelControl(store) if isinstance(store, RedisGalleryStore) else None
         self.serving = Serving(config.embedder.model, card.version, index.model_version)
-        self._last_poll = -float("inf")
+        self._last_poll = self._last_expiry = -float("inf")
         redis_client = None
         if config.emit.redis_stream is not None:
             redis_client = connect(config.gallery.url or env.redis_url(), config.gallery.embedded_dir)
-        base = EmitStage.from_config(config.emit, redis_client=redis_client)
+        base = EmitStage.from_config(
+            config.emit, redis_client=redis_client, retry=server_retry(config.gallery.retry_s)
+        )
         self.emit = EmitStage([*base.sinks, *sinks])
         self._written = [0] * len(self.emit.sinks)
         self.streams = {s.stream_id: StreamSummary(s.stream_id, s.display_uri) for s in sources}
         self._started = {s.stream_id: time.monotonic() for s in sources}
-        self.decisions: list[Decision] = []
-        self._event_ids: set[str] = set()
+        self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)  # the summary's; bounded
+        self._event_ids = Remembered(EVENT_IDS_REMEMBERED)  # bounded: a live run goes on for months
         self._queued = dict.fromkeys(self.streams, 0)  # batches waiting inside each stream's chain
         self._between: dict[str, set[int]] = {sid: set() for sid in self.streams}  # front seen, back not
         self.recorder.gauge("gallery_size", len(index), model_version=card.version)
@@ -195,6 +202,9 @@ class Outlet:
         self._queued[sid] = back.queued
         self._between[sid].discard(back.seq)
         self._gauge_between()
+        # a restarted stream replays its file: decisions already out are neither matched again
+        # (which would store an unknown face twice) nor handed to the sinks again
+        back.decisions = [d for d in back.decisions if d.event_id not in self._event_ids]
         batch = self.match(back.as_batch())
         started = time.perf_counter()
         self.emit(batch)
@@ -224,6 +234,7 @@ class Outlet:
         """Every ``gallery_sync_s``: read the serving record; switch the gallery index when its
         version changed; return the record when it names another embedding model than ours."""
         now = time.monotonic()
+        self._expire_unknowns(now)
         if self.control is None or now - self._last_poll < self.config.runtime.gallery_sync_s:
             return None
         self._last_poll = now
@@ -239,6 +250,20 @@ class Outlet:
         changed = serving.model != self.serving.model
         self.serving = serving
         return serving if changed else None
+
+    def _expire_unknowns(self, now: float) -> None:
+        """Every ``RETENTION_CHECK_S``: erase unknown faces older than ``gallery.unknown_retention_s``."""
+        keep = self.config.gallery.unknown_retention_s
+        if keep is None or self.store is None or now - self._last_expiry < RETENTION_CHECK_S:
+            return
+        self._last_expiry = now
+        try:
+            gone = self.store.forget_unknowns(keep)
+        except GalleryError as exc:
+            log.warning("unknown faces past their retention not erased yet: %s", exc)
+            return
+        if gone:
+            log.info("erased %d unknown faces older than %gs (gallery.unknown_retention_s)", gone, keep)
 
     def _switch_gallery(self, version: str) -> None:
         assert self.store is not None

@@ -36,7 +36,7 @@ from typing import IO, Any
 import redis
 
 from streamproc.errors import ConfigError, GalleryError, GalleryUnavailable
-from streamproc.retry import ExponentialBackoff, Retry
+from streamproc.retry import Retry, server_retry
 from streamproc.stages.base import Stage
 from streamproc.stages.config import EmitConfig
 from streamproc.types import Decision, FrameBatch
@@ -64,7 +64,7 @@ def event_json(decision: Decision) -> str:
     return json.dumps(decision.to_event(), ensure_ascii=False)
 
 
-class _Remembered:
+class Remembered:
     """The last ``capacity`` ids seen, oldest forgotten first."""
 
     def __init__(self, capacity: int):
@@ -120,7 +120,7 @@ class JsonLinesSink(Sink):
 
     def __init__(self, path: str | Path, *, remember: int = 1_000_000):
         self.path = str(path)
-        self._seen = _Remembered(remember)
+        self._seen = Remembered(remember)
         self._file: IO[str] | None = None
         if self.path != "-":
             try:
@@ -174,7 +174,7 @@ class RedisStreamSink(Sink):
         self.key_prefix = key_prefix or stream_key
         self.dedupe_ttl_s = dedupe_ttl_s
         self.maxlen = maxlen or 0
-        self._retry = retry or Retry(ExponentialBackoff(base=0.1, cap=2.0, jitter=True), attempts=5)
+        self._retry = retry or server_retry()
         self._script = client.register_script(_ADD_ONCE)
         kw = client.connection_pool.connection_kwargs
         self._where = str(kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}")

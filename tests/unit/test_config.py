@@ -32,6 +32,9 @@ def test_file_and_override_merge(tmp_path: Path) -> None:
         ("- a list\n", [], "expected a mapping"),
         ("key: [unclosed\n", [], "not valid YAML"),
         ("", ["novalue"], "expected key.path=value"),
+        ("", ['runtime.embedder_resources={"GPU": 1}'], "CPUs and GPUs have their own options"),
+        ("", ['runtime.stream_resources={"decode": 0}'], "amounts > 0"),
+        ("", ["gallery.retry_s=-1"], "retry_s"),
     ],
 )
 def test_bad_config(tmp_path: Path, yaml_text: str, overrides: list[str], message: str) -> None:

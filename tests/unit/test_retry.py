@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamproc.errors import DecodeError, SourceDisconnected
-from streamproc.retry import ConstantBackoff, ExponentialBackoff, Retry
+from streamproc.retry import ConstantBackoff, ExponentialBackoff, Retry, server_retry
 
 
 def failing(errors: list[BaseException]):  # type: ignore[no-untyped-def]
@@ -56,3 +56,20 @@ def test_on_retry_hook_sees_each_failure() -> None:
         ConstantBackoff(0), attempts=None, sleep=lambda s: None, on_retry=lambda n, e, w: seen.append(n)
     ).call(fn)
     assert seen == [1, 2]
+
+
+def test_within_s_bounds_the_time_spent_not_the_attempts() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def down() -> None:
+        now[0] += 0.25  # each failing call takes a while too
+        raise ConnectionError("down")
+
+    policy = Retry(ConstantBackoff(1.0), attempts=None, within_s=5.0, sleep=sleep, clock=lambda: now[0])
+    with pytest.raises(ConnectionError):
+        policy.call(down)
+    assert now[0] == pytest.approx(5.25)  # 5 calls of 0.25 s and 4 waits of 1 s: a 5th wait would end at 6.25
+    assert server_retry(10.0).within_s == 10.0 and server_retry().attempts is None

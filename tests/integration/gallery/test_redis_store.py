@@ -369,6 +369,24 @@ def test_cluster_and_promote_unknown_faces(store: RedisGalleryStore) -> None:
     assert store.verify() == []
 
 
+def test_forget_unknowns_erases_only_those_past_the_age(store: RedisGalleryStore) -> None:
+    rows = unit_vectors(3, 64, seed=40)
+    store.add_unknown(rows[0], MV, {"stream": "cam1"})
+    store.add_unknown(rows[1], "v-other", {"stream": "cam2"})  # another model version's unknowns too
+    time.sleep(0.3)
+    kept_after = time.time()
+    store.add_unknown(rows[2], MV, {"stream": "cam1"})
+    older_than = time.time() - kept_after + 0.1  # between the first two and the last
+    assert store.forget_unknowns(older_than) == 2
+    left = store.unknowns(MV)
+    assert len(left.ids) == 1 and np.allclose(left.embeddings[0], rows[2], atol=1e-6)
+    assert store.unknowns("v-other").ids == []
+    assert store.forget_unknowns(0) == 1 and store.unknowns(MV).ids == []
+    with pytest.raises(InputError):
+        store.forget_unknowns(-1)
+    assert store.verify() == []
+
+
 # --- durability ---------------------------------------------------------------------------------------------
 def _reconnect(srv: Server, **kwargs: Any) -> RedisGalleryStore:
     srv.start()
