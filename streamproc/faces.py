@@ -26,6 +26,7 @@ from streamproc.models.embedder import Embedder
 from streamproc.types import Crops, Faces
 
 FALLBACK_CROP_FRACTION = 0.5  # centre square kept when no face is found (LFW subjects are centred)
+DETECT_MAX_SIDE = 2000  # larger photos are shrunk for the detector only; crops come from the original
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -33,7 +34,12 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
     if data is None:
         raise InputError(f"{path}: no such file")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if data.size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None:
         raise InputError(f"{path}: not a readable image (JPEG, PNG, BMP, ...)")
     return np.ascontiguousarray(image[:, :, ::-1])
@@ -62,9 +68,20 @@ class FacePipeline:
     def model_version(self) -> str:
         return self.embedder.version
 
+    def detect(self, images: Sequence[np.ndarray]) -> list[Faces]:
+        """The detector's faces in each image, in its coordinates. A side above ``DETECT_MAX_SIDE``
+        is shrunk first: an 8000x8000 photo otherwise costs the detector seconds and gigabytes."""
+        scales = [min(1.0, DETECT_MAX_SIDE / max(image.shape[:2])) for image in images]
+        small = [
+            image if s == 1.0 else cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+            for image, s in zip(images, scales, strict=True)
+        ]
+        found = self.detector(small)
+        return [f if s == 1.0 else f.scaled(1.0 / s) for f, s in zip(found, scales, strict=True)]
+
     def analyse(self, image: np.ndarray) -> tuple[Faces, np.ndarray]:
         """Every face in one image, with embeddings, and their aligned crops."""
-        faces = self.detector([image])[0]
+        faces = self.detect([image])[0]
         crops = align.align_faces(image, faces, self.config.align)
         faces.embedding = (
             self.embedder(Crops(crops, align.crop_landmarks(faces, self.config.align)))
@@ -77,7 +94,7 @@ class FacePipeline:
         """The face chosen by ``detector.pick`` in each image, aligned (with its landmarks in the
         crop); a centre crop without landmarks when none. Returns ``(crops, failed, n_faces)``."""
         size = self.config.align.image_size
-        detections = self.detector(list(images))
+        detections = self.detect(images)
         crops = Crops(np.zeros((len(images), size, size, 3), np.uint8))
         failed = np.zeros(len(images), bool)
         for i, (image, faces) in enumerate(zip(images, detections, strict=True)):

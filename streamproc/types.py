@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,11 @@ class Faces:
             values = [getattr(p, f.name) for p in parts]
             kwargs[f.name] = None if any(v is None for v in values) else np.concatenate(values)
         return cls(**kwargs)
+
+    def scaled(self, factor: float) -> Faces:
+        """The same faces with boxes and landmarks multiplied by ``factor`` (another image size)."""
+        assert self.landmarks is not None  # __post_init__ fills it
+        return replace(self, boxes=self.boxes * factor, landmarks=self.landmarks * factor)
 
     @property
     def widths(self) -> np.ndarray:

@@ -188,16 +188,11 @@ def _not_an_image_type(folder: Path) -> Path:
     return path
 
 
-EMPTY_IMAGE_BUG = (
-    "read_image hands a zero-byte file to cv2.imdecode, whose cv2.error escapes embed_person "
-    "(it catches InputError only): the enroll command dies with a traceback"
-)
 ENROLL_TABLE = [
     pytest.param(_huge, 1, r"rejected .*huge\.jpg: no face found", id="huge-8000x8000"),
     pytest.param(_text, 1, r"rejected .*photo\.jpg: .*not a readable image", id="not-an-image"),
     pytest.param(_missing, 1, r"rejected .*gone\.jpg: no such file", id="missing"),
-    pytest.param(_empty, 1, r"rejected .*empty\.jpg: .*empty", id="zero-bytes",
-                 marks=pytest.mark.xfail(strict=True, reason=EMPTY_IMAGE_BUG)),
+    pytest.param(_empty, 1, r"rejected .*empty\.jpg: .*empty", id="zero-bytes"),
     pytest.param(_not_an_image_type, 2, r"^error: not an image file type: .*notes\.txt$", id="txt-file"),
 ]  # fmt: skip
 
