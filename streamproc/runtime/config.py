@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from streamproc.configbase import Section
 
@@ -50,6 +50,19 @@ class RuntimeConfig(Section):
         description="CPUs reserved by each stream actor (decode, detect, track, aggregate); "
         "None = share what the embedders leave, at most 1 each",
     )
+    stream_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each stream actor asks for, to place it on the nodes that offer "
+        'them (e.g. {"decode": 0.01} on nodes started with --resources=\'{"decode": 1}\')',
+    )
+    embedder_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description='custom Ray resources each embedding actor asks for (e.g. {"embed": 0.01}); ask for '
+        "a small share, so that a rolling upgrade's new embedders fit beside the old ones",
+    )
+    detector_resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources each detector actor asks for"
+    )
     max_restarts: int = Field(
         3, ge=0, description="times Ray restarts a crashed actor (a restarted stream starts its source over)"
     )
@@ -67,3 +80,14 @@ class RuntimeConfig(Section):
                 f"gpus_per_embedder: expected -1 (auto) or a value >= 0, got {self.gpus_per_embedder}"
             )
         return self
+
+    @field_validator("stream_resources", "embedder_resources", "detector_resources")
+    @classmethod
+    def _check_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory") or amount <= 0:
+                raise ValueError(
+                    f"expected custom resource names with amounts > 0 (CPUs and GPUs have their own "
+                    f"options), got {name}: {amount}"
+                )
+        return value

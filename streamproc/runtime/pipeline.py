@@ -208,21 +208,27 @@ class RayRunner(Runner):
         retried = {"max_restarts": rt.max_restarts, "max_task_retries": -1}
         embedders = [
             EmbedActor.options(  # type: ignore[attr-defined]
-                num_cpus=placement.embedder_cpus, num_gpus=placement.embedder_gpus, **retried
+                num_cpus=placement.embedder_cpus,
+                num_gpus=placement.embedder_gpus,
+                resources=rt.embedder_resources,
+                **retried,
             ).remote(emb_cfg, placement.embedder_threads, rt.embed_batch, rt.embed_max_wait_ms)
             for _ in range(rt.embedders)
         ]
         detectors = [
-            DetectActor.options(num_cpus=placement.detector_cpus, **retried).remote(  # type: ignore[attr-defined]
-                self.config.detector, placement.detector_threads
-            )
+            DetectActor.options(  # type: ignore[attr-defined]
+                num_cpus=placement.detector_cpus, resources=rt.detector_resources, **retried
+            ).remote(self.config.detector, placement.detector_threads)
             for _ in range(rt.detectors)
         ]
         actors.extend(embedders + detectors)
         streams: dict[str, StreamBook] = {}
         for source in sources:
             actor = StreamActor.options(  # type: ignore[attr-defined]
-                num_cpus=placement.stream_cpus, max_restarts=rt.max_restarts, max_task_retries=0
+                num_cpus=placement.stream_cpus,
+                resources=rt.stream_resources,
+                max_restarts=rt.max_restarts,
+                max_task_retries=0,
             ).remote(source, self.config, version, dim, placement.stream_threads, not detectors)
             actors.append(actor)
             streams[source.stream_id] = StreamBook(source.stream_id, actor)
@@ -255,7 +261,10 @@ class RayRunner(Runner):
                 log.warning("rolling upgrade: no free CPUs; new embedding actors surge past reservations")
             new = [
                 EmbedActor.options(  # type: ignore[attr-defined]
-                    num_cpus=cpus, num_gpus=placement.embedder_gpus, **retried
+                    num_cpus=cpus,
+                    num_gpus=placement.embedder_gpus,
+                    resources=rt.embedder_resources,
+                    **retried,
                 ).remote(cfg, placement.embedder_threads, rt.embed_batch, rt.embed_max_wait_ms)
                 for _ in range(rt.embedders)
             ]

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from streamproc import env
 from streamproc.errors import ConfigError, StreamprocError
 from streamproc.eval.lfw import read_pairs
 from streamproc.models import registry
@@ -158,11 +159,12 @@ def _init_ray(address: str | None, config: TrainConfig) -> None:
 
     if ray.is_initialized():
         return
-    if address is not None:
+    address = address or env.ray_address() or env.ray_job_address()
+    if address:  # a cluster Ray did not start here takes no resource arguments
         ray.init(address=address)
         return
     cpus = max(os.cpu_count() or 1, config.num_workers * config.cpus_per_worker)
-    ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES)
 
 
 def train(config: TrainConfig, ray_address: str | None = None, run_name: str | None = None) -> Any:

@@ -5,12 +5,12 @@ Run by ``test_multinode.py`` in a subprocess (the pytest process already holds a
     python multinode_run.py --set KEY=VALUE ...   # the pipeline config overrides
 
 Cluster (``ray.cluster_utils.Cluster``): a head with no CPUs (the driver only), a ``decode`` node
-(1 CPU) for the stream actor and two ``embed`` nodes (1 CPU each). ``RuntimeConfig`` has no
-resource options, so the stream and embedding actor classes are wrapped here to ask for the custom
-resource (``{"decode": 1}`` / ``{"embed": 1}``). When the first embedding result reaches the driver,
-the node holding the embedding actor is killed (``remove_node(allow_graceful=False)``); Ray restarts
-the actor on the other ``embed`` node. Node failure detection is shortened through the head's
-system config (``HEALTH_CHECK``), as a deployment would tune it.
+(1 CPU) for the stream actor and two ``embed`` nodes (1 CPU each); the caller's overrides place the
+actors with ``runtime.stream_resources`` / ``runtime.embedder_resources``. When the first embedding
+result reaches the driver, the node holding the embedding actor is killed
+(``remove_node(allow_graceful=False)``); Ray restarts the actor on the other ``embed`` node. Node
+failure detection is shortened with Ray's ``RAY_health_check_*`` variables (``HEALTH_CHECK``), as
+the manifests in ``deploy/`` set them (Ray's defaults took 21 s to declare the node dead).
 
 Prints one line ``RESULT {json}``: the summary, every event id handed to the sink (repeats
 included), where the actors ran, and the times of the removal and of the embeddings around it.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -35,17 +36,8 @@ from streamproc.runtime.driver import Loop
 from streamproc.stages.emit import Sink
 from streamproc.types import Decision
 
-HEALTH_CHECK = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
-
-
-class Placed:
-    """An actor class whose ``options()`` also ask for a custom resource (pins it to a node kind)."""
-
-    def __init__(self, cls: Any, resources: dict[str, float]) -> None:
-        self.cls, self.resources = cls, resources
-
-    def options(self, **kwargs: Any) -> Any:
-        return self.cls.options(resources=self.resources, **kwargs)
+# Ray's own settings as environment variables, the way deploy/ sets them on a head node
+HEALTH_CHECK = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3"}
 
 
 class Recording(Sink):
@@ -109,7 +101,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(None, args.set)
     started = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": HEALTH_CHECK})
+    os.environ.update(HEALTH_CHECK)  # inherited by the head's processes
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = {"decode": cluster.add_node(num_cpus=1, resources={"decode": 1})}
     for i in range(2):
         nodes[f"embed{i}"] = cluster.add_node(num_cpus=1, resources={"embed": 1})
@@ -127,8 +120,6 @@ def main() -> None:
             loops.append(self)
 
     pipeline.Loop = Spy  # type: ignore[misc]
-    pipeline.StreamActor = Placed(pipeline.StreamActor, {"decode": 1})  # type: ignore[misc]
-    pipeline.EmbedActor = Placed(pipeline.EmbedActor, {"embed": 1})  # type: ignore[misc]
     remover, sink = NodeRemover(cluster, by_id, loops), Recording()
     run_started = time.monotonic()
     summary = pipeline.RayRunner(config, recorder=remover, sinks=[sink]).run(duration_s=150)

@@ -2,10 +2,10 @@
 embedding node killed mid-run. The run must complete with every event exactly once.
 
 ``multinode_run.py`` (run in a subprocess: this process already holds the session's Ray cluster)
-starts a head and three worker nodes with ``ray.cluster_utils.Cluster``, pins the stream actor to
-the ``decode`` node and the embedding actor to an ``embed`` node, runs ``demo_video`` against the
-session gallery and kills the embedding actor's node at its first result. The recovery times are
-printed and attached as properties.
+starts a head and three worker nodes with ``ray.cluster_utils.Cluster``; ``runtime.stream_resources``
+and ``runtime.embedder_resources`` pin the stream actor to the ``decode`` node and the embedding actor
+to an ``embed`` node. It runs ``demo_video`` against the session gallery and kills the embedding
+actor's node at its first result. The recovery times are printed and attached as properties.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def test_embedding_node_removed_mid_run(
         "runtime.embed_max_wait_ms=5",
         "runtime.max_restarts=2",
         "embedder.threads=1",
+        'runtime.stream_resources={"decode": 0.01}',  # the product's placement options
+        'runtime.embedder_resources={"embed": 0.01}',
     ]
     cmd = [sys.executable, str(SCRIPT)]
     for item in overrides:

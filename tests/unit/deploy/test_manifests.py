@@ -189,6 +189,21 @@ def test_raycluster_has_head_cpu_and_gpu_groups() -> None:
     assert {"gcs-server", "dashboard", "client", "metrics"} <= set(head_ports)
 
 
+HEALTH_CHECK = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
+
+
+def test_every_ray_head_detects_dead_nodes_in_seconds() -> None:
+    """Ray's default node-failure detection took 21 s in tests/integration/reliability/test_multinode.py;
+    these settings (the same variables, at 500 ms x 3 there) are read by the head's GCS."""
+    for kind in ("RayCluster", "RayJob"):
+        doc = find(kind)
+        spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+        head_env = env_of(containers(spec["headGroupSpec"])[0])
+        assert {k: head_env.get(k, {}).get("value") for k in HEALTH_CHECK} == HEALTH_CHECK, kind
+    start = " ".join(docs(CLUSTER)[0]["head_start_ray_commands"])
+    assert all(f"{k}={v}" in start for k, v in HEALTH_CHECK.items()), start
+
+
 def test_rayjob_trains_with_the_finetune_config() -> None:
     job = find("RayJob")
     spec = job["spec"]
