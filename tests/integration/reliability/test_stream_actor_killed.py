@@ -11,6 +11,7 @@ from the kill to the restarted actor answering is printed and attached as a prop
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -35,7 +36,7 @@ RUN_LIMIT_S = 120.0
 
 class KillOnFirstWrite(Sink):
     """Keeps every decision it is handed, repeats included; kills the stream actor after its first
-    write and times how long the restarted actor takes to answer ``ready()``."""
+    write and times how long a new process takes to answer in its place."""
 
     name = "recording"
 
@@ -44,6 +45,7 @@ class KillOnFirstWrite(Sink):
         self.seen: list[tuple[float, Decision]] = []
         self.killed_at: float | None = None
         self.back_at: float | None = None
+        self.killed_pid = 0
         self.run_over = threading.Event()
         self.watcher = threading.Thread(target=self._wait_back, daemon=True)
 
@@ -51,6 +53,7 @@ class KillOnFirstWrite(Sink):
         now = time.monotonic()
         self.seen.extend((now, d) for d in decisions)
         if self.killed_at is None:
+            self.killed_pid = self._pid(timeout=30)
             ray.kill(self._actor(), no_restart=False)
             self.killed_at = time.monotonic()
             self.watcher.start()
@@ -59,17 +62,22 @@ class KillOnFirstWrite(Sink):
     def _actor(self) -> Any:
         return self.loops[0].streams[self.stream_id].actor
 
+    def _pid(self, timeout: float) -> int:
+        return int(ray.get(self._actor().__ray_call__.remote(lambda _self: os.getpid()), timeout=timeout))
+
     def _wait_back(self) -> None:
+        """Until another process answers: the killed one may still answer before it is gone."""
         while not self.run_over.is_set():
             try:
-                ray.get(self._actor().ready.remote(), timeout=5)
+                pid = self._pid(timeout=5)
             except ActorDiedError:
                 return  # for good: Ray gave up on it, or the runner killed it at its end
             except (RayActorError, GetTimeoutError):
-                time.sleep(0.05)
-                continue
-            self.back_at = time.monotonic()
-            return
+                pid = self.killed_pid
+            if pid != self.killed_pid:
+                self.back_at = time.monotonic()
+                return
+            time.sleep(0.05)
 
 
 def test_stream_actor_killed_mid_run(
