@@ -19,7 +19,7 @@ from streamproc.configbase import Section
 from streamproc.errors import ConfigError
 from streamproc.gallery.config import GalleryConfig
 from streamproc.runtime.config import RuntimeConfig
-from streamproc.sources.config import SourceConfig
+from streamproc.sources.config import SourceConfig, redact_uri
 from streamproc.stages.config import AggregateConfig, DetectStageConfig, EmitConfig, TrackConfig
 
 __all__ = ["Config", "ConfigError", "Section", "load_config", "load_validated", "parse_overrides"]
@@ -89,6 +89,15 @@ class Config(Section):
                 "use detector.kind=mtcnn or align.mode=crop"
             )
         return self
+
+    def redacted(self) -> dict[str, Any]:
+        """The values as JSON types, with the passwords of the Redis URL and the sources masked."""
+        out = self.model_dump(mode="json")
+        if self.gallery.url is not None:
+            out["gallery"]["url"] = redact_uri(self.gallery.url)
+        for source in out["sources"]:
+            source["uri"] = redact_uri(source["uri"])
+        return out
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

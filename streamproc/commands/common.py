@@ -23,5 +23,5 @@ def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -
     """Validate the config before anything starts, and log the resolved values."""
     overrides = extra if extra is not None else list(args.set or [])
     config = load_config(args.config, overrides)
-    log.debug("resolved config: %s", json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    log.debug("resolved config: %s", json.dumps(config.redacted(), sort_keys=True))
     return config

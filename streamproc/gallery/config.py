@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from streamproc.sources.config import redact_uri
+
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -83,5 +85,6 @@ class GalleryConfig(BaseModel):
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(_URL_SCHEMES):
-            raise ValueError(f"expected a URL starting with {', '.join(_URL_SCHEMES)}, got {value!r}")
+            shown = redact_uri(value)  # the message reaches logs: never with the password
+            raise ValueError(f"expected a URL starting with {', '.join(_URL_SCHEMES)}, got {shown!r}")
         return value

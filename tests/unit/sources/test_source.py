@@ -292,6 +292,7 @@ def test_frame_queue_policies() -> None:
         ("/data/videos/lobby cam.mp4", "lobby-cam", False, "block"),
         ("file:///data/door.mkv", "door", False, "block"),
         ("rtsp://admin:secret@10.0.0.7:554/h264/main", "10.0.0.7-554-h264-main", True, "drop_oldest"),
+        ("rtsp://:secret@10.0.0.8/live", "10.0.0.8-live", True, "drop_oldest"),  # a password alone
         ("rtsp://cam.local/stream", "cam.local-stream", True, "drop_oldest"),
         ("http://cam.local/video.mjpg", "cam.local-video.mjpg", False, "block"),
     ],
@@ -300,6 +301,7 @@ def test_config_derives_id_and_liveness(uri: str, stream_id: str, live: bool, po
     cfg = SourceConfig(uri=uri)
     assert (cfg.stream_id, cfg.is_live, cfg.queue_policy) == (stream_id, live, policy)
     assert "secret" not in cfg.display_uri and "secret" not in cfg.stream_id
+    assert ("***" in cfg.display_uri) == ("secret" in uri)  # masked, not silently dropped
 
 
 @pytest.mark.parametrize(
