@@ -6,6 +6,9 @@ lets Ray restart it once. The expected outcome: the stream ends normally, every 
 named, and every event id reaches every sink once - also a sink that remembers nothing (like the
 ``run`` command's printed lines), not only the JSON-lines sink that drops repeats itself. The time
 from the kill to the restarted actor answering is printed and attached as a property.
+
+The same kill on a live RTSP source (the demo video looped by the real GStreamer server): the stream
+goes on, and the tracks after the restart are numbered on from those before it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from streamproc.types import Decision
 pytestmark = pytest.mark.integration
 MakeConfig = Callable[..., Any]
 RUN_LIMIT_S = 120.0
+LIVE_RUN_S = 25.0  # the demo video loops on the RTSP server about 5 times
 
 
 class KillOnFirstWrite(Sink):
@@ -80,6 +84,19 @@ class KillOnFirstWrite(Sink):
             time.sleep(0.05)
 
 
+def spy_on_loops(monkeypatch: pytest.MonkeyPatch) -> list[Loop]:
+    """The run's driver loops, to reach its stream actors."""
+    loops: list[Loop] = []
+
+    class Spy(Loop):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            loops.append(self)
+
+    monkeypatch.setattr(pipeline, "Loop", Spy)
+    return loops
+
+
 def test_stream_actor_killed_mid_run(
     ray_cluster: None,
     make_config: MakeConfig,
@@ -89,15 +106,7 @@ def test_stream_actor_killed_mid_run(
     tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
-    loops: list[Loop] = []
-
-    class Spy(Loop):  # the run's driver loop, to reach its stream actor
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            loops.append(self)
-
-    monkeypatch.setattr(pipeline, "Loop", Spy)
-    sink = KillOnFirstWrite(loops, "demo")
+    sink = KillOnFirstWrite(spy_on_loops(monkeypatch), "demo")
     jsonl = JsonLinesSink(tmp_path / "events.jsonl")
     config = make_config([{"uri": str(demo_video)}], "runtime.max_restarts=1")
     started = time.monotonic()
@@ -128,3 +137,37 @@ def test_stream_actor_killed_mid_run(
     assert {d.identity for d in summary.decisions if d.identity} == demo_people
     assert len(file_ids) == len(set(file_ids)) == len(summary.decisions)
     assert not repeats, f"event ids handed to a sink more than once: {repeats}"
+
+
+def test_live_stream_actor_killed_goes_on_with_new_track_ids(
+    ray_cluster: None,
+    make_config: MakeConfig,
+    rtsp_server: Callable[..., Any],
+    demo_video: Path,
+    demo_people: set[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A camera does not start over: after the restart its new faces are new tracks, numbered on
+    from the last id the driver saw, so none takes the event id of a decision already out."""
+    server = rtsp_server(demo_video, loop=True)
+    sink = KillOnFirstWrite(spy_on_loops(monkeypatch), "cam")
+    config = make_config([{"uri": server.url, "stream_id": "cam"}], "runtime.max_restarts=1")
+    summary = RayRunner(config, sinks=[sink]).run(duration_s=LIVE_RUN_S)
+    sink.run_over.set()
+    if sink.watcher.is_alive():
+        sink.watcher.join(10)
+
+    assert sink.killed_at is not None and sink.back_at is not None, "the actor was not killed and back"
+    before = [d for t, d in sink.seen if t <= sink.killed_at]
+    after = [d for t, d in sink.seen if t > sink.back_at]
+    ids = [d.event_id for _, d in sink.seen]
+    print(
+        f"\nlive stream actor killed; back after {sink.back_at - sink.killed_at:.2f}s; decisions before "
+        f"{len(before)} (tracks {sorted({d.track_id for d in before})}), after {len(after)} (tracks "
+        f"{sorted({d.track_id for d in after})}); {len(ids) - len(set(ids))} event ids repeated"
+    )
+    assert summary.ok, summary.streams
+    assert after, "nothing was decided after the restart"
+    assert min(d.track_id for d in after) > max(d.track_id for d in before)
+    assert len(ids) == len(set(ids))
+    assert {d.identity for d in after if d.identity} <= demo_people
