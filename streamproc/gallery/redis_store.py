@@ -34,52 +34,27 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
-import redis
 from redis.client import Pipeline
 
 from streamproc import env
-from streamproc.errors import GalleryError, GalleryUnavailable, InputError, UnknownIdentity
-from streamproc.gallery.base import (
-    ChangeEvent,
-    Changes,
-    GalleryStore,
-    Identity,
-    IdentityRows,
-    Op,
-    Unknowns,
-)
+from streamproc.errors import GalleryError, InputError, UnknownIdentity
+from streamproc.gallery.base import Identity, Unknowns
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.embedded import connect
-from streamproc.gallery.quantize import dequantize, quantize
+from streamproc.gallery.quantize import dequantize
+from streamproc.gallery.redis_base import as_bytes, as_str
+from streamproc.gallery.redis_replica import RedisReplicaReads
 from streamproc.retry import Retry, server_retry
 
-T = TypeVar("T")
-log = logging.getLogger(__name__)
-_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "int8": np.dtype("i1")}
 
-
-def _s(value: bytes | str | None) -> str:
-    return "" if value is None else value.decode() if isinstance(value, bytes) else value
-
-
-def _b(value: object) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-def _stream_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-class RedisGalleryStore(GalleryStore):
+class RedisGalleryStore(RedisReplicaReads):
     """The gallery in Redis; see the module docstring for the key layout.
 
     Example:
@@ -87,28 +62,6 @@ class RedisGalleryStore(GalleryStore):
         >>> store.enroll("Ada", emb, "facenet-v1").embeddings                             # doctest: +SKIP
         {'facenet-v1': 3}
     """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str = "streamproc",
-        dtype: str = "float32",
-        retain_crops: bool = False,
-        changelog_maxlen: int = 100_000,
-        retry: Retry | None = None,
-    ):
-        self.config = GalleryConfig(
-            prefix=prefix,
-            dtype=cast(Any, dtype),
-            retain_crops=retain_crops,
-            changelog_maxlen=changelog_maxlen,
-        )
-        self._r = client
-        self._p = prefix
-        self._retry = retry or server_retry()
-        kw = client.connection_pool.connection_kwargs
-        self._where = str(kw.get("path") or f"{kw.get('host', '?')}:{kw.get('port', '?')}")
 
     @classmethod
     def from_config(cls, config: GalleryConfig, *, retry: Retry | None = None) -> RedisGalleryStore:
@@ -124,109 +77,6 @@ class RedisGalleryStore(GalleryStore):
         )
         store.config = config
         return store
-
-    @property
-    def client(self) -> redis.Redis:
-        """The underlying redis-py client (health checks, tests); writes belong to the store's methods."""
-        return self._r
-
-    def close(self) -> None:
-        self._r.close()
-
-    # --- keys ----------------------------------------------------------------------------------------
-    def key(self, *parts: str) -> str:
-        return ":".join((self._p, *parts))
-
-    def _names(self) -> str:
-        return self.key("names")
-
-    def _ident(self, ident: str) -> str:
-        return self.key("identity", ident)
-
-    def _emb(self, mv: str, ident: str) -> str:
-        return self.key("emb", mv, ident)
-
-    def _crops_key(self, ident: str) -> str:
-        return self.key("crops", ident)
-
-    def _model(self, mv: str) -> str:
-        return self.key("model", mv)
-
-    def _members(self, mv: str) -> str:
-        return self.key("model", mv, "members")
-
-    def _changes(self) -> str:
-        return self.key("changes")
-
-    # --- plumbing ------------------------------------------------------------------------------------
-    def _call(self, fn: Callable[[], T]) -> T:
-        def attempt() -> T:
-            try:
-                return fn()
-            except redis.AuthenticationError as exc:
-                raise GalleryError(f"gallery Redis at {self._where} refused the credentials: {exc}") from None
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                raise GalleryUnavailable(f"gallery Redis at {self._where} is unreachable: {exc}") from exc
-            except redis.ResponseError as exc:
-                raise GalleryError(f"gallery Redis at {self._where} refused a command: {exc}") from exc
-
-        return self._retry.call(attempt)
-
-    def _tx(self, fn: Callable[[Pipeline], T], *watch: str) -> T:
-        return self._call(
-            lambda: cast(T, self._r.transaction(cast(Any, fn), *watch, value_from_callable=True))
-        )
-
-    def _log(self, pipe: Pipeline, op: Op, ident: str, mv: str, now: float) -> None:
-        fields = {"op": op, "id": ident, "model": mv, "time": repr(now)}
-        pipe.xadd(self._changes(), fields, maxlen=self.config.changelog_maxlen, approximate=True)  # type: ignore[arg-type]
-
-    def _model_info(self, pipe: Pipeline | redis.Redis, mv: str) -> tuple[int, np.dtype[Any]] | None:
-        info = pipe.hgetall(self._model(mv))
-        if not info:
-            return None
-        return int(info[b"dim"]), _DTYPES[_s(info[b"dtype"])]
-
-    def _checked_model(self, pipe: Pipeline, mv: str, dim: int) -> tuple[np.dtype[Any], bool]:
-        """The storage dtype of ``mv`` and whether the model key must be created; checks ``dim``."""
-        info = self._model_info(pipe, mv)
-        if info is None:
-            return _DTYPES[self.config.dtype], True
-        if info[0] != dim:
-            raise InputError(
-                f"embeddings have dimension {dim}, but model version {mv!r} stores {info[0]}: "
-                "embed with that model, or enrol under a new model version"
-            )
-        return info[1], False
-
-    @staticmethod
-    def _pack(emb: np.ndarray, dtype: np.dtype[Any]) -> bytes:
-        rows = quantize(emb) if dtype == np.int8 else emb.astype("<f4")
-        return rows.tobytes()
-
-    @staticmethod
-    def _unpack(blobs: Sequence[Any], dim: int, dtype: np.dtype[Any]) -> np.ndarray:
-        if not blobs:
-            return np.zeros((0, dim), dtype)
-        return np.frombuffer(b"".join(blobs), dtype).reshape(-1, dim)
-
-    def _identity(self, ident: str, h: Mapping[Any, Any]) -> Identity:
-        emb = {_s(k)[5:]: int(v) for k, v in h.items() if k.startswith(b"rows:")}
-        return Identity(
-            id=ident,
-            name=_s(h.get(b"name")),
-            metadata=json.loads(h.get(b"metadata", b"{}")),
-            created=float(h.get(b"created", 0.0)),
-            updated=float(h.get(b"updated", 0.0)),
-            embeddings=dict(sorted(emb.items())),
-            crops=int(h.get(b"crops", 0)),
-        )
-
-    def _id_of(self, name: str) -> str:
-        ident = self._call(lambda: self._r.hget(self._names(), name))
-        if ident is None:
-            raise UnknownIdentity(f"no identity named {name!r} in the gallery; list them with `gallery list`")
-        return _s(ident)
 
     # --- enrollment ---------------------------------------------------------------------------------
     def _enroll(
@@ -279,7 +129,7 @@ class RedisGalleryStore(GalleryStore):
         """Watch phase done by the caller for names and model; queues the whole enrollment."""
         now = time.time()
         found = pipe.hget(self._names(), name)
-        ident = _s(found) if found is not None else uuid.uuid4().hex
+        ident = as_str(found) if found is not None else uuid.uuid4().hex
         h: dict[Any, Any] = {}
         if found is not None:
             pipe.watch(self._ident(ident))
@@ -313,7 +163,7 @@ class RedisGalleryStore(GalleryStore):
         merged = {k.decode(): v for k, v in h.items()} | fields
         if crop_blob is not None:
             merged["crops"] = int(merged.get("crops", 0)) + n
-        return self._identity(ident, {k.encode(): _b(v) for k, v in merged.items()})
+        return self._identity(ident, {k.encode(): as_bytes(v) for k, v in merged.items()})
 
     def _enroll_many(self, people: list[tuple[str, np.ndarray]], model_version: str) -> list[Identity]:
         names = [name for name, _ in people]
@@ -327,8 +177,8 @@ class RedisGalleryStore(GalleryStore):
             found = pipe.hmget(self._names(), names)
             done: dict[str, Identity] = {}  # written by an earlier attempt whose reply was lost
             for name, existing in zip(names, found, strict=True):
-                if existing is not None and pipe.hexists(self._emb(model_version, _s(existing)), batch):
-                    done[name] = self._identity(_s(existing), pipe.hgetall(self._ident(_s(existing))))
+                if existing is not None and pipe.hexists(self._emb(model_version, as_str(existing)), batch):
+                    done[name] = self._identity(as_str(existing), pipe.hgetall(self._ident(as_str(existing))))
             now = time.time()
             pipe.multi()
             if new_model:
@@ -347,7 +197,7 @@ class RedisGalleryStore(GalleryStore):
                 pipe.hset(self._emb(model_version, ident), batch, self._pack(emb, dtype))
                 pipe.sadd(self._members(model_version), ident)
                 self._log(pipe, "enroll", ident, model_version, now)
-                out.append(self._identity(ident, {k.encode(): _b(v) for k, v in fields.items()}))
+                out.append(self._identity(ident, {k.encode(): as_bytes(v) for k, v in fields.items()}))
             return out
 
         created = self._tx(tx, self._names(), self._model(model_version))
@@ -366,7 +216,7 @@ class RedisGalleryStore(GalleryStore):
                 if erased:
                     return erased[-1]
                 raise UnknownIdentity(f"no identity named {name!r} in the gallery; nothing to delete")
-            ident = _s(found)
+            ident = as_str(found)
             pipe.watch(self._ident(ident))
             identity = self._identity(ident, pipe.hgetall(self._ident(ident)))
             pipe.multi()
@@ -390,7 +240,7 @@ class RedisGalleryStore(GalleryStore):
 
     def _list(self) -> list[Identity]:
         names = self._call(lambda: self._r.hgetall(self._names()))
-        ids = sorted({_s(v) for v in names.values()})
+        ids = sorted({as_str(v) for v in names.values()})
 
         def read() -> list[Any]:
             pipe = self._r.pipeline(transaction=False)
@@ -406,7 +256,7 @@ class RedisGalleryStore(GalleryStore):
             found = pipe.hget(self._names(), name)
             if found is None:
                 raise UnknownIdentity(f"no identity named {name!r} in the gallery")
-            ident, now = _s(found), time.time()
+            ident, now = as_str(found), time.time()
             pipe.watch(self._ident(ident))
             h = pipe.hgetall(self._ident(ident))
             pipe.multi()
@@ -432,7 +282,7 @@ class RedisGalleryStore(GalleryStore):
         return [np.load(io.BytesIO(cast(bytes, b)), allow_pickle=False) for b in blobs]
 
     def _model_versions(self) -> dict[str, int]:
-        mvs = sorted(_s(m) for m in self._call(lambda: self._r.smembers(self.key("models"))))
+        mvs = sorted(as_str(m) for m in self._call(lambda: self._r.smembers(self.key("models"))))
         out = {}
         for mv in mvs:
             info = self._call(lambda mv=mv: self._model_info(self._r, mv))  # type: ignore[misc]
@@ -463,7 +313,7 @@ class RedisGalleryStore(GalleryStore):
         info = self._call(lambda: self._model_info(self._r, model_version))
         blobs = self._call(lambda: self._r.hgetall(self.key("unknown", model_version)))
         metas = self._call(lambda: self._r.hgetall(self.key("unknown", model_version, "meta")))
-        ids = sorted(_s(k) for k in blobs)
+        ids = sorted(as_str(k) for k in blobs)
         if info is None or not ids:
             return Unknowns(
                 ids=[], embeddings=np.zeros((0, 0 if info is None else info[0]), np.float32), meta=[]
@@ -490,9 +340,9 @@ class RedisGalleryStore(GalleryStore):
 
         def run() -> int:
             gone = 0
-            for mv in sorted(_s(m) for m in self._r.smembers(self.key("models"))):
+            for mv in sorted(as_str(m) for m in self._r.smembers(self.key("models"))):
                 key = self.key("unknown", mv)
-                old = [uid for uid in map(_s, self._r.hkeys(key)) if uid < cutoff]
+                old = [uid for uid in map(as_str, self._r.hkeys(key)) if uid < cutoff]
                 for start in range(0, len(old), 1000):
                     pipe = self._r.pipeline(transaction=True)
                     pipe.hdel(key, *old[start : start + 1000])
@@ -529,132 +379,6 @@ class RedisGalleryStore(GalleryStore):
             )  # fmt: skip
 
         return self._tx(tx, self._names(), self._model(model_version), unknown_key)
-
-    # --- replicas -----------------------------------------------------------------------------------
-    def _rows_of(self, ids: list[str], mv: str, info: tuple[int, np.dtype[Any]]) -> list[IdentityRows]:
-        def read() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for ident in ids:
-                pipe.hget(self._ident(ident), "name")
-                pipe.hvals(self._emb(mv, ident))
-            return pipe.execute()
-
-        replies = self._call(read)
-        out = []
-        for i, ident in enumerate(ids):
-            name, blobs = replies[2 * i], replies[2 * i + 1]
-            if name is not None and blobs:
-                out.append(IdentityRows(ident, _s(name), self._unpack(blobs, *info)))
-        return out
-
-    def _snapshot(self, model_version: str, batch_size: int) -> Iterator[list[IdentityRows]]:
-        info = self._call(lambda: self._model_info(self._r, model_version))
-        if info is None:
-            return
-        cursor: int = 0
-        while True:
-            cursor, members = self._call(
-                lambda c=cursor: self._r.sscan(self._members(model_version), c, count=batch_size)  # type: ignore[misc]
-            )
-            if members:
-                yield self._rows_of([_s(m) for m in members], model_version, info)
-            if cursor == 0:
-                return
-
-    def _fetch(self, identity_ids: list[str], model_version: str) -> dict[str, IdentityRows]:
-        info = self._call(lambda: self._model_info(self._r, model_version))
-        if info is None or not identity_ids:
-            return {}
-        return {r.identity_id: r for r in self._rows_of(identity_ids, model_version, info)}
-
-    def _changes_since(self, cursor: str, count: int, block_ms: int | None) -> Changes:
-        key = self._changes()
-        if block_ms:
-            self._call(lambda: self._r.xread({key: cursor}, count=1, block=block_ms))
-
-        def read() -> list[Any]:
-            pipe = self._r.pipeline(transaction=True)
-            pipe.xrange(key, min=f"({cursor}", max="+", count=count)
-            pipe.xinfo_stream(key)
-            return pipe.execute(raise_on_error=False)
-
-        entries, info = self._call(read)
-        if isinstance(entries, Exception):
-            raise GalleryError(f"cannot read the change log {key}: {entries}")
-        events = [self._event(_s(sid), fields) for sid, fields in entries]
-        return Changes(events, events[-1].stream_id if events else cursor, self._gap(cursor, info))
-
-    @staticmethod
-    def _gap(cursor: str, info: Any) -> bool:
-        """Whether entries after ``cursor`` are gone. Trimming removes the oldest entries, so while the
-        cursor's own entry is still in the log nothing after it is missing; once it was trimmed, the
-        replica lagged by about ``changelog_maxlen`` entries and reloads (possibly once too often)."""
-        if isinstance(info, Exception):  # no stream: nothing logged yet, or the log was wiped
-            return cursor != "0-0"
-        at = _stream_key(cursor)
-        deleted = info.get("max-deleted-entry-id")  # XDEL (Redis >= 7); trimming does not set it
-        if deleted is not None and at < _stream_key(_s(deleted)):
-            return True
-        first = info.get("first-entry")
-        if first is None:  # the stream exists but is empty: everything was removed
-            return at < _stream_key(_s(info.get("last-generated-id", b"0-0")))
-        if at >= _stream_key(_s(first[0])):
-            return False
-        if cursor == "0-0" and info.get("entries-added") is not None:  # Redis >= 7: exact
-            return int(info["entries-added"]) > int(info["length"])
-        return True
-
-    @staticmethod
-    def _event(stream_id: str, fields: dict[bytes, bytes]) -> ChangeEvent:
-        return ChangeEvent(
-            stream_id=stream_id,
-            op=cast(Op, _s(fields.get(b"op"))),
-            identity_id=_s(fields.get(b"id")),
-            model_version=_s(fields.get(b"model")),
-            time=float(fields.get(b"time", 0.0)),
-        )
-
-    def _head(self) -> str:
-        def read() -> str:
-            try:
-                return _s(self._r.xinfo_stream(self._changes())["last-generated-id"])
-            except redis.ResponseError:  # no stream yet
-                return "0-0"
-
-        return self._call(read)
-
-    # --- maintenance --------------------------------------------------------------------------------
-    def verify(self) -> list[str]:
-        """Consistency problems of the stored gallery (empty = consistent): a torn write shows here."""
-        problems: list[str] = []
-        names = {_s(k): _s(v) for k, v in self._call(lambda: self._r.hgetall(self._names())).items()}
-        versions = self._model_versions()
-        for name, ident in names.items():
-            h = self._call(lambda ident=ident: self._r.hgetall(self._ident(ident)))  # type: ignore[misc]
-            if _s(h.get(b"name")) != name:
-                problems.append(f"{name!r}: identity hash {ident} missing or names another person")
-                continue
-            for mv, n in self._identity(ident, h).embeddings.items():
-                blobs = self._call(lambda mv=mv, ident=ident: self._r.hvals(self._emb(mv, ident)))  # type: ignore[misc]
-                info = self._call(lambda mv=mv: self._model_info(self._r, mv))  # type: ignore[misc]
-                stored = 0 if info is None else len(self._unpack(blobs, *info))
-                member = self._call(lambda mv=mv, ident=ident: self._r.sismember(self._members(mv), ident))  # type: ignore[misc]
-                if stored != n or not member:
-                    problems.append(
-                        f"{name!r} {mv}: {stored} rows stored, {n} recorded, member={bool(member)}"
-                    )
-        known = set(names.values())
-        for mv in versions:
-            members = {_s(m) for m in self._call(lambda mv=mv: self._r.smembers(self._members(mv)))}  # type: ignore[misc]
-            problems += [f"{mv}: member {m} has no identity" for m in sorted(members - known)]
-        for raw in self._call(lambda: list(self._r.scan_iter(match=self.key("*"), count=1000))):
-            parts = _s(raw).split(":")
-            owner = (
-                parts[-1] if parts[1] in ("emb", "crops") else parts[2] if parts[1] == "identity" else None
-            )
-            if owner is not None and owner not in known:
-                problems.append(f"orphan key {_s(raw)}")
-        return problems
 
 
 def _batch_id(name: str, model_version: str, embeddings: np.ndarray, replace: bool) -> str:
