@@ -282,7 +282,7 @@ class Loop:
             return
         if s.done or call.epoch != s.epoch:
             return
-        if call.kind == "probe":  # the restarted actor answers: its source starts over
+        if call.kind == "probe":  # the restarted actor answers: a file starts over, a camera reconnects
             s.recovering = False
             log.info("stream actor of %s is back after a restart", s.sid)
         elif call.kind == "read":
