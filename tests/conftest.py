@@ -54,6 +54,15 @@ def facenet_keras_h5() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tflite_path() -> Path:
+    """The real MobileFaceNet.tflite, fetched once into the user cache (network on first use)."""
+    try:
+        return fetch.mobilefacenet_tflite()
+    except FetchError as exc:
+        pytest.skip(f"weights 'mobilefacenet' unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
 def celebrity_dir() -> Path:
     return _fetched("celebrity-5")
 

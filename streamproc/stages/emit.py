@@ -2,11 +2,13 @@
 
 ``Sink.write(decisions)`` checks the input, drops repeats of an event id within the call and hands
 the rest to the subclass's ``_write``, which returns how many it really wrote (repeats of events
-written before are not counted). Two sinks:
+written before are not counted). Three sinks:
 
 * ``JsonLinesSink(path)``: one ``Decision.to_event()`` JSON object per line, appended to ``path``
   (``'-'`` = standard output), flushed after every call; event ids written by this process are
   remembered (the last ``remember`` of them) and not written again.
+* ``MemorySink()``: keeps ``(monotonic time, decision)`` pairs in ``seen``, repeats of earlier
+  calls included, for a program that embeds the pipeline (and for tests that time events).
 * ``RedisStreamSink(client, stream_key)``: one stream entry per event, with the fields
   ``event_id``, ``kind``, ``stream_id`` and ``event`` (the JSON object). A Lua script sets
   ``<prefix>:event:<event_id>`` with NX and a TTL and only then runs XADD, atomically, so a repeated
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -105,6 +108,29 @@ class Sink(ABC):
 
     def close(self) -> None:
         return None
+
+
+class MemorySink(Sink):
+    """Keeps every decision handed to it with the monotonic time it arrived; remembers no ids.
+
+    Example:
+        >>> from streamproc.types import Decision
+        >>> sink = MemorySink()
+        >>> sink.write([Decision("cam", 3, 0.0, 2.0, "ada", 0.4, 100, "v1", "g7")])
+        1
+        >>> [d.identity for _, d in sink.seen]
+        ['ada']
+    """
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, Decision]] = []
+
+    def _write(self, decisions: list[Decision]) -> int:
+        now = time.monotonic()
+        self.seen.extend((now, d) for d in decisions)
+        return len(decisions)
 
 
 class JsonLinesSink(Sink):

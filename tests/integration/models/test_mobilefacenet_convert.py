@@ -28,15 +28,6 @@ LFW_CROP = 45
 
 
 @pytest.fixture(scope="module")
-def tflite_path() -> Path:
-    """The real MobileFaceNet.tflite, fetched once into the user cache (network on first use)."""
-    try:
-        return fetch.mobilefacenet_tflite()
-    except FetchError as exc:
-        pytest.skip(f"weights 'mobilefacenet' unavailable: {exc}")
-
-
-@pytest.fixture(scope="module")
 def converted(tflite_path: Path) -> MobileFaceNet:
     return from_tflite(tflite_path)
 

@@ -39,7 +39,7 @@ from streamproc.runtime import pipeline
 from streamproc.runtime.driver import Loop
 from streamproc.runtime.local import LocalRunner
 from streamproc.runtime.pipeline import RayRunner
-from streamproc.stages.emit import RedisStreamSink, Sink
+from streamproc.stages.emit import MemorySink, RedisStreamSink
 from streamproc.types import Decision
 
 pytestmark = pytest.mark.integration
@@ -48,19 +48,6 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 OUTAGE_S = 1.0  # how long the event Redis stays down
 RECOVERY_LIMIT_S = 60.0
 MakeConfig = Callable[..., Any]
-
-
-class Recording(Sink):
-    """Keeps every decision handed to it, repeats included (it remembers nothing)."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.seen: list[Decision] = []
-
-    def _write(self, decisions: list[Decision]) -> int:
-        self.seen.extend(decisions)
-        return len(decisions)
 
 
 def known(decisions: list[Decision]) -> set[str]:
@@ -130,7 +117,7 @@ def test_embedding_actor_killed_mid_run(
             loops.append(self)
 
     monkeypatch.setattr(pipeline, "Loop", Spy)
-    killer, sink = EmbedKiller(loops), Recording()
+    killer, sink = EmbedKiller(loops), MemorySink()
     config = make_config([{"uri": str(demo_video)}], "runtime.max_restarts=1")
 
     started = time.monotonic()
@@ -154,7 +141,7 @@ def test_embedding_actor_killed_mid_run(
     assert restart_s is not None, f"no new embedding actor answered within {RECOVERY_LIMIT_S:g}s"
     assert embeds_after > 0, "nothing was embedded after the kill: the fault hit no in-flight work"
     assert known(summary.decisions) == demo_people
-    ids = [d.event_id for d in sink.seen]
+    ids = [d.event_id for _, d in sink.seen]
     assert len(ids) == len(set(ids)), "an event id was emitted twice"
     assert set(ids) == {d.event_id for d in summary.decisions}
 

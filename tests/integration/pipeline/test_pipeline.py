@@ -21,27 +21,13 @@ from streamproc.runtime.chain import RunSummary
 from streamproc.runtime.local import LocalRunner
 from streamproc.runtime.pipeline import RayRunner
 from streamproc.stages.config import EmitConfig
-from streamproc.stages.emit import Sink
+from streamproc.stages.emit import MemorySink
 from streamproc.types import Decision
 
 pytestmark = pytest.mark.integration
 
 MakeConfig = Callable[..., Any]
 ServerFactory = Callable[..., Any]
-
-
-class Recording(Sink):
-    """Keeps every decision with the monotonic time it came out of the pipeline."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[float, Decision]] = []
-
-    def _write(self, decisions: list[Decision]) -> int:
-        now = time.monotonic()
-        self.seen.extend((now, d) for d in decisions)
-        return len(decisions)
 
 
 def live(url: str) -> dict[str, Any]:
@@ -128,7 +114,7 @@ def test_rtsp_server_restart_mid_stream_reconnects_and_goes_on(
     demo_people: set[str],
 ) -> None:
     server = rtsp_server(demo_video, loop=True)
-    sink = Recording()
+    sink = MemorySink()
     restarted_at: list[float] = []
 
     def restart_after_first_decision() -> None:

@@ -21,7 +21,7 @@ from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.models import compat, registry
 from streamproc.runtime.pipeline import RayRunner
 from streamproc.runtime.upgrade import promote
-from streamproc.stages.emit import Sink
+from streamproc.stages.emit import MemorySink
 from streamproc.types import Decision
 
 pytestmark = pytest.mark.integration
@@ -29,18 +29,8 @@ pytestmark = pytest.mark.integration
 V2 = "mobilefacenet-h128"
 
 
-class Timed(Sink):
-    """Every decision with the monotonic time it came out."""
-
-    name = "timed"
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[float, Decision]] = []
-
-    def _write(self, decisions: list[Decision]) -> int:
-        now = time.monotonic()
-        self.seen.extend((now, d) for d in decisions)
-        return len(decisions)
+class Timed(MemorySink):
+    """``MemorySink`` that can wait for a decision."""
 
     def wait_for(self, test: Any, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

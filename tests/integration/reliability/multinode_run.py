@@ -33,22 +33,10 @@ from streamproc.config import load_config
 from streamproc.metrics import Metric, Recorder
 from streamproc.runtime import pipeline
 from streamproc.runtime.driver import Loop
-from streamproc.stages.emit import Sink
-from streamproc.types import Decision
+from streamproc.stages.emit import MemorySink
 
 # Ray's own settings as environment variables, the way deploy/ sets them on a head node
 HEALTH_CHECK = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3"}
-
-
-class Recording(Sink):
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def _write(self, decisions: list[Decision]) -> int:
-        self.ids.extend(d.event_id for d in decisions)
-        return len(decisions)
 
 
 def node_of(actor: Any, timeout: float = 60) -> str:
@@ -120,7 +108,7 @@ def main() -> None:
             loops.append(self)
 
     pipeline.Loop = Spy  # type: ignore[misc]
-    remover, sink = NodeRemover(cluster, by_id, loops), Recording()
+    remover, sink = NodeRemover(cluster, by_id, loops), MemorySink()
     run_started = time.monotonic()
     summary = pipeline.RayRunner(config, recorder=remover, sinks=[sink]).run(duration_s=150)
     run_s = time.monotonic() - run_started
@@ -137,7 +125,7 @@ def main() -> None:
         "frames": summary.frames,
         "decisions": sorted(d.event_id for d in summary.decisions),
         "identities": sorted({d.identity for d in summary.decisions if d.identity}),
-        "sink_ids": sink.ids,
+        "sink_ids": [d.event_id for _, d in sink.seen],
         "stream_node": kinds.get(removed.get("stream_node", "")),
         "removed_node": kinds.get(removed.get("node", "")),
         "embed_node_after": kinds.get(removed.get("new_node", "")),

@@ -29,7 +29,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from streamproc.runtime import pipeline
 from streamproc.runtime.driver import Loop
 from streamproc.runtime.pipeline import RayRunner
-from streamproc.stages.emit import JsonLinesSink, Sink
+from streamproc.stages.emit import JsonLinesSink, MemorySink
 from streamproc.types import Decision
 
 pytestmark = pytest.mark.integration
@@ -38,15 +38,13 @@ RUN_LIMIT_S = 120.0
 LIVE_RUN_S = 25.0  # the demo video loops on the RTSP server about 5 times
 
 
-class KillOnFirstWrite(Sink):
+class KillOnFirstWrite(MemorySink):
     """Keeps every decision it is handed, repeats included; kills the stream actor after its first
     write and times how long a new process takes to answer in its place."""
 
-    name = "recording"
-
     def __init__(self, loops: list[Loop], stream_id: str) -> None:
+        super().__init__()
         self.loops, self.stream_id = loops, stream_id
-        self.seen: list[tuple[float, Decision]] = []
         self.killed_at: float | None = None
         self.back_at: float | None = None
         self.killed_pid = 0
@@ -54,14 +52,13 @@ class KillOnFirstWrite(Sink):
         self.watcher = threading.Thread(target=self._wait_back, daemon=True)
 
     def _write(self, decisions: list[Decision]) -> int:
-        now = time.monotonic()
-        self.seen.extend((now, d) for d in decisions)
+        written = super()._write(decisions)
         if self.killed_at is None:
             self.killed_pid = self._pid(timeout=30)
             ray.kill(self._actor(), no_restart=False)
             self.killed_at = time.monotonic()
             self.watcher.start()
-        return len(decisions)
+        return written
 
     def _actor(self) -> Any:
         return self.loops[0].streams[self.stream_id].actor

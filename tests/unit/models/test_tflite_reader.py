@@ -8,20 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamproc.errors import FetchError, ModelError
-from streamproc.models import fetch
+from streamproc.errors import ModelError
 from streamproc.models.tflite import TfliteModel, read_tflite
 
 MOBILEFACENET_BYTES = 5_233_396
-
-
-@pytest.fixture(scope="module")
-def tflite_path() -> Path:
-    """The real MobileFaceNet.tflite, fetched once into the user cache (network on first use)."""
-    try:
-        return fetch.mobilefacenet_tflite()
-    except FetchError as exc:
-        pytest.skip(f"weights 'mobilefacenet' unavailable: {exc}")
 
 
 @pytest.fixture(scope="module")
