@@ -27,7 +27,8 @@ from streamproc.metrics import METRICS, PrometheusRecorder
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "streamproc-dashboard.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
-PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"  # VMs
+PROMETHEUS_K8S = DEPLOY / "prometheus" / "prometheus-kubernetes.yml"
 
 SERIES_RE = re.compile(r"\bstreamproc_[a-z0-9_]+")
 SELECTOR_RE = re.compile(r"\b(streamproc_[a-z0-9_]+)\s*\{([^}]*)\}")
@@ -260,12 +261,22 @@ def test_alert_names_are_unique_and_cover_the_operations_issue() -> None:
         assert needed in used, f"no alert watches {needed}"
 
 
-def test_prometheus_loads_the_alerts() -> None:
-    config = yaml.safe_load(PROMETHEUS.read_text())
-    rule_files = [PROMETHEUS.parent / f for f in config["rule_files"]]
+@pytest.mark.parametrize("path", [PROMETHEUS, PROMETHEUS_K8S], ids=lambda p: p.name)
+def test_prometheus_loads_the_alerts(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    rule_files = [path.parent / f for f in config["rule_files"]]
     assert ALERTS in rule_files
     assert all(f.is_file() for f in rule_files)
-    assert [job["job_name"] for job in config["scrape_configs"]] == ["streamproc"]
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["streamproc"]  # up{job="streamproc"}
+
+
+def test_each_platform_scrapes_only_its_own_targets() -> None:
+    """A Kubernetes Service name in the VM configuration is a target that is down forever there
+    (StreamprocMetricsDown never stops firing), and the other way round."""
+    (vm_job,) = yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"]
+    (k8s_job,) = yaml.safe_load(PROMETHEUS_K8S.read_text())["scrape_configs"]
+    assert set(vm_job) & {"static_configs", "kubernetes_sd_configs"} == set() and vm_job["file_sd_configs"]
+    assert "file_sd_configs" not in k8s_job and k8s_job["static_configs"]
 
 
 # --- promtool (Debian package prometheus, installed by .ci/system-deps) ---------------------------------------------------------------------
@@ -283,7 +294,7 @@ def run_promtool(*args: str | Path) -> None:
 
 def test_promtool_accepts_rules_and_config() -> None:
     run_promtool("check", "rules", ALERTS)
-    run_promtool("check", "config", "--syntax-only", PROMETHEUS)
+    run_promtool("check", "config", "--syntax-only", PROMETHEUS, PROMETHEUS_K8S)
 
 
 def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
