@@ -6,7 +6,9 @@ node with ``ray start --address``, as separate processes on loopback.
   folder. Each ``ray start --block`` runs in its own process group, which is killed at the end (never
   ``ray stop``: it would stop every Ray on the machine). The nodes see ``STREAMPROC_CACHE_DIR`` of
   their own: the user cache's weights and models linked, so a trained model registers there, not in
-  the user's cache.
+  the user's cache. Ray's token authentication is on (``RAY_AUTH_MODE=token``, a random token), as
+  deploy/kuberay/raycluster.yaml turns it on: drivers and ``ray job submit`` get the token from
+  ``ray_nodes.env``.
 
 Loaded by ``conftest.py`` of this folder, which makes ``ray_nodes`` a fixture.
 """
@@ -14,6 +16,7 @@ Loaded by ``conftest.py`` of this folder, which makes ``ray_nodes`` a fixture.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
@@ -45,9 +49,16 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
-def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, response.read().decode()
+def http_get(url: str, token: str | None = None, timeout: float = 5) -> tuple[int, str]:
+    """Status and body of a GET (an error status too), with Ray's bearer token when given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        ) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,8 @@ class RayNodes:
     logs: Path
     ray: str = RAY  # the `ray` command of this environment
 
-    def get(self, url: str) -> tuple[int, str]:
-        return http_get(url)
+    def get(self, url: str, with_token: bool = False) -> tuple[int, str]:
+        return http_get(url, self.env["RAY_AUTH_TOKEN"] if with_token else None)
 
 
 def cluster_env(cache: Path) -> dict[str, str]:
@@ -85,7 +96,8 @@ def cluster_env(cache: Path) -> dict[str, str]:
         PATH=os.pathsep.join([str(Path(sys.executable).parent), variables.get("PATH", "")]),
         STREAMPROC_CACHE_DIR=str(cache),
         RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="disabled",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),
         RAY_TRAIN_V2_ENABLED="1",
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1",  # tests/conftest.py sets 0, which refuses worker nodes
         PYTHONUNBUFFERED="1",

@@ -2,9 +2,10 @@
 ``ray start --head`` (dashboard, Ray Client server) and a worker node started with
 ``ray start --address``.
 
-* the health endpoints KubeRay's probes call answer ``success`` (every node's dashboard agent
-  ``/api/local_raylet_healthz``, the head's ``/api/gcs_healthz``): without ``ray[default]`` the agent
-  runs minimal and they do not exist;
+* the health endpoints KubeRay's probes call answer ``success`` without a token (every node's
+  dashboard agent ``/api/local_raylet_healthz``, the head's ``/api/gcs_healthz``; without
+  ``ray[default]`` the agent runs minimal and they do not exist), while the dashboard's API refuses a
+  request without the cluster's token; the Dockerfiles' HEALTHCHECK command passes on a node;
 * ``streamproc run`` joins the cluster through Ray Client (``ray://``, as the KubeRay Deployment does;
   needs ``ray[client]``) and through ``RAY_ADDRESS`` (as a driver on the head does), recognises the
   people of the demo video, and its stream actor runs on the worker node;
@@ -32,8 +33,27 @@ def test_kuberay_probe_endpoints_answer(ray_nodes: RayNodes) -> None:
     for node, port in ray_nodes.agent_ports.items():
         assert ray_nodes.get(f"http://127.0.0.1:{port}/api/local_raylet_healthz") == (200, "success"), node
     assert ray_nodes.get(f"{ray_nodes.dashboard}/api/gcs_healthz") == (200, "success")
-    nodes = json.loads(ray_nodes.get(f"{ray_nodes.dashboard}/nodes?view=summary")[1])["data"]["summary"]
+    nodes_url = f"{ray_nodes.dashboard}/nodes?view=summary"
+    assert ray_nodes.get(nodes_url)[0] == 401, "the dashboard's API answers without the token"
+    nodes = json.loads(ray_nodes.get(nodes_url, with_token=True)[1])["data"]["summary"]
     assert sum(n["raylet"]["state"] == "ALIVE" for n in nodes) == 2
+
+
+def healthcheck_command(dockerfile: Path) -> str:
+    """The shell command of the Dockerfile's HEALTHCHECK (its continuation lines joined)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    (line,) = [line for line in text.splitlines() if line.startswith("HEALTHCHECK")]
+    return line.split(" CMD ", 1)[1]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.cuda"])
+def test_docker_healthcheck_passes_on_a_ray_node(ray_nodes: RayNodes, name: str) -> None:
+    command = healthcheck_command(ROOT / "deploy" / "docker" / name)
+    assert ":52365/" in command and ":9464/" in command, command
+    on_head = command.replace(":52365/", f":{ray_nodes.agent_ports['head']}/").replace(":9464/", ":1/")
+    assert subprocess.run(["sh", "-c", on_head], timeout=30).returncode == 0, on_head
+    nothing_there = command.replace(":52365/", ":1/").replace(":9464/", ":1/")
+    assert subprocess.run(["sh", "-c", nothing_there], timeout=30).returncode != 0
 
 
 def run_streamproc(ray_nodes: RayNodes, gallery: Any, video: Path, variables: dict[str, str]) -> str:
