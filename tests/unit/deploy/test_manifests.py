@@ -288,6 +288,14 @@ def test_pods_run_as_the_image_user() -> None:
             assert {security["runAsUser"]} == uids, where
 
 
+def test_ray_extras_for_the_cluster_path() -> None:
+    """Ray Client (ray://, the KubeRay driver), the dashboard agent (KubeRay's probes) and the job CLI
+    (RayJob submitter, ray job submit) come with ray[client] and ray[default]; the images install the
+    package with these dependencies (tests/integration/reliability/test_ray_cluster.py uses them all)."""
+    extras = re.fullmatch(r"ray\[([a-z,]+)\]>=2\.60,<2\.61", pyproject_pin("ray"))
+    assert extras is not None and {"default", "client", "train"} <= set(extras.group(1).split(","))
+
+
 # --- Dockerfiles -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_pins_torch_with_the_package(path: Path) -> None:
