@@ -131,60 +131,61 @@ class Casting:
 
 
 # --- videos -------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Video:
+    path: Path
+    truth: GroundTruth
+    kinds: list[str]  # the kind of segment of each shot
+
+
 def segment(kind: str, who: Casting, rng: np.random.Generator, seed: int) -> list[Shot]:
     """A few seconds of one hard case."""
     if kind == "cut":
-        a, b = who.next(), who.next()
         box = scenes.box_at(rng.uniform(150, 490), rng.uniform(130, 230), rng.uniform(70, 120))
-        seconds = (float(rng.uniform(1.5, 4)), float(rng.uniform(1.5, 4)))
+        lengths = (float(rng.uniform(1.5, 4)), float(rng.uniform(1.5, 4)))
+        same = bool(rng.random() < 0.3)
         return scenes.same_place_cut(
-            a, b, box=box, seconds=seconds, seed=seed, same_background=rng.random() < 0.3
+            who.next(), who.next(), box=box, seconds=lengths, seed=seed, same_background=same
         )
     if kind == "crossing":
-        return scenes.crossing(
-            who.next(), who.next(), seconds=float(rng.uniform(2.5, 4)), width=rng.uniform(70, 110), seed=seed
-        )
+        seconds, width = float(rng.uniform(2.5, 4)), float(rng.uniform(70, 110))
+        return scenes.crossing(who.next(), who.next(), seconds=seconds, width=width, seed=seed)
     if kind == "short":
-        return scenes.short_appearance(
-            who.next(), float(rng.choice([0.5, 0.5, 1.0])), width=rng.uniform(70, 120), seed=seed
-        )
+        shown_s, width = float(rng.choice([0.5, 0.5, 1.0])), float(rng.uniform(70, 120))
+        return scenes.short_appearance(who.next(), shown_s, width=width, seed=seed)
+    people = [who.next() for _ in range(int(rng.integers(2, 5)))]
+    zoom, pan = float(rng.uniform(1.0, 1.15)), (float(rng.uniform(-30, 30)), float(rng.uniform(-10, 10)))
     shot = scenes.crowd(
-        [who.next() for _ in range(int(rng.integers(2, 5)))],
-        seconds=float(rng.uniform(2.5, 6)),
-        seed=seed,
-        widths=(60, 130),
-        zoom=float(rng.uniform(1.0, 1.15)),
-        pan=(float(rng.uniform(-30, 30)), float(rng.uniform(-10, 10))),
+        people, seconds=float(rng.uniform(2.5, 6)), seed=seed, widths=(60, 130), zoom=zoom, pan=pan
     )
-    late = [  # some people come late or leave early: appearances of 0.5 s and more
-        dataclasses.replace(a, start_s=s, end_s=max(s + 0.5, e))
-        for a in shot.appearances
-        for s, e in [
+    appearances = []
+    for a in shot.appearances:  # some come late or leave early: appearances from 0.5 s up
+        start, end = (
             sorted(rng.uniform(0, shot.duration_s, 2).tolist())
             if rng.random() < 0.3
-            else (0.0, shot.duration_s)
-        ]
-    ]
-    return [dataclasses.replace(shot, appearances=late)]
+            else (0, shot.duration_s)
+        )
+        start = min(start, shot.duration_s - 0.5)
+        appearances.append(dataclasses.replace(a, start_s=start, end_s=max(start + 0.5, end)))
+    return [dataclasses.replace(shot, appearances=appearances)]
 
 
-def make_videos(
-    who: Casting, size: Size, folder: Path, rng: np.random.Generator
-) -> list[tuple[Path, GroundTruth]]:
+def make_videos(who: Casting, size: Size, folder: Path, rng: np.random.Generator) -> list[Video]:
     """``size.videos`` videos of at least ``size.seconds`` each, every kind of segment in each."""
     order = ["cut", "crowd", "crossing", "short", "crowd", "cut", "short"]
     videos = []
     for v in range(size.videos):
         shots: list[Shot] = []
+        kinds: list[str] = []
         k = 0
         while k < 4 or sum(s.duration_s for s in shots) < size.seconds:
-            shots += segment(order[k % len(order)], who, rng, seed=1000 * v + k)
-            k += 1
+            kind = order[k % len(order)]
+            part = segment(kind, who, rng, seed=1000 * v + 10 * k)  # a cut's second shot takes seed + 1
+            shots, kinds, k = shots + part, kinds + [kind] * len(part), k + 1
         path = folder / f"video{v}.mp4"
-        truth = scenes.render(
-            shots, path, fps=25, crf=26, noise=2.5, jpeg_quality=int(rng.integers(35, 75)), seed=v
-        )
-        videos.append((path, truth))
+        quality = int(rng.integers(35, 75))
+        truth = scenes.render(shots, path, fps=25, crf=26, noise=2.5, jpeg_quality=quality, seed=v)
+        videos.append(Video(path, truth, kinds))
     return videos
 
 
@@ -204,9 +205,8 @@ def open_set_threshold(
         calibrate = importlib.import_module("streamproc.gallery.calibrate").calibrate
     except ImportError:
         nearest = np.maximum(2.0 - 2.0 * (strangers @ gallery.T).max(axis=1), 0.0)
-        return float(
-            np.quantile(nearest, fpir)
-        ), f"{fpir:g} quantile of {len(strangers)} strangers' nearest distances"
+        how = f"{fpir:g} quantile of {len(strangers)} strangers' nearest distances"
+        return float(np.quantile(nearest, fpir)), how
     found = calibrate(version, gallery, np.array(names), fpir=fpir, strangers=strangers)
     return float(
         found.threshold
@@ -216,23 +216,23 @@ def open_set_threshold(
 # --- the two methods ----------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Seen:
-    """A face a method reported: where, and its track (ours) or its name (naive)."""
+    """A face a method reported: where, and the group its answer covers (ours: its track; naive: itself)."""
 
     video: int
     frame: int
     box: np.ndarray
-    track: int = -1
-    name: str | None = None
+    group: int
+    name: str | None = None  # naive: its own answer
 
 
 @contextlib.contextmanager
-def recording_aggregates(seen: list[tuple[str, FrameBatch]]) -> Iterator[None]:
-    """While open, ``LocalRunner`` builds aggregate stages that note every batch they get (faces with
-    final track ids). A hook of the runner would be cleaner; this keeps the bench off the library."""
+def recording_aggregates(seen: list[FrameBatch]) -> Iterator[None]:
+    """While open, ``LocalRunner`` builds aggregate stages that keep every batch they get (faces with
+    their final track ids). A hook of the runner would be cleaner; this keeps the bench off the library."""
 
     class Recording(AggregateStage):
         def process(self, batch: FrameBatch) -> FrameBatch:
-            seen.append((batch.stream_id, batch))  # its frames are 1x1 placeholders here
+            seen.append(batch)  # its frames are 1x1 placeholders by now
             return super().process(batch)
 
     original = local_runtime.AggregateStage
@@ -244,143 +244,138 @@ def recording_aggregates(seen: list[tuple[str, FrameBatch]]) -> Iterator[None]:
 
 
 def run_ours(
-    videos: list[tuple[Path, GroundTruth]],
-    pipeline: FacePipeline,
-    index: GalleryIndex,
-    threshold: float,
-    extra: list[str],
+    videos: list[Video], pipeline: FacePipeline, index: GalleryIndex, threshold: float, extra: list[str]
 ) -> tuple[list[Seen], list[Decision], float]:
-    sources = [{"uri": str(p), "stream_id": str(v)} for v, (p, _) in enumerate(videos)]
+    sources = [{"uri": str(video.path), "stream_id": str(v)} for v, video in enumerate(videos)]
     config = load_config(None, ["sources=" + json.dumps(sources), f"gallery.threshold={threshold}", *extra])
-    batches: list[tuple[str, FrameBatch]] = []
+    batches: list[FrameBatch] = []
     with recording_aggregates(batches):
         runner = LocalRunner(config, index=index, detector=pipeline.detector, embedder=pipeline.embedder)
         summary = runner.run()
     seen = []
-    for stream, batch in batches:
-        truth = videos[int(stream)][1]
+    for batch in batches:
+        v = int(batch.stream_id)
         tracks, frame = np.asarray(batch.faces.track_id), np.asarray(batch.faces.frame_index)
         for row in np.flatnonzero(tracks >= 0).tolist():
-            at = truth.frame_at(float(batch.pts[frame[row]]))
-            seen.append(Seen(int(stream), at, batch.faces.boxes[row], track=int(tracks[row])))
+            at = videos[v].truth.frame_at(float(batch.pts[frame[row]]))
+            seen.append(Seen(v, at, batch.faces.boxes[row], group=int(tracks[row])))
     return seen, list(summary.decisions), summary.fps
 
 
 def run_naive(
-    videos: list[tuple[Path, GroundTruth]], pipeline: FacePipeline, index: GalleryIndex, threshold: float
+    videos: list[Video], pipeline: FacePipeline, index: GalleryIndex, threshold: float
 ) -> tuple[list[Seen], float]:
     """Every frame: detect, embed every face, identify every face on its own (no tracking)."""
     align = pipeline.config.align
-    seen, frames = [], 0
-    started = time.perf_counter()
-    for v, (path, truth) in enumerate(videos):
-        with VideoSource(SourceConfig(uri=str(path), batch_frames=1)) as source:
+    seen: list[Seen] = []
+    frames, started = 0, time.perf_counter()
+    for v, video in enumerate(videos):
+        with VideoSource(SourceConfig(uri=str(video.path), batch_frames=1)) as source:
             for batch in source:
-                frame = batch.frames[0]
-                faces = pipeline.detector([frame])[0]
+                image, at = batch.frames[0], video.truth.frame_at(float(batch.pts[0]))
+                faces = pipeline.detector([image])[0]
                 frames += 1
                 if not len(faces):
                     continue
-                embeddings = pipeline.embedder(
-                    Crops(align_faces(frame, faces, align), crop_landmarks(faces, align))
-                )
-                matches = index.identify(embeddings, threshold=threshold)
-                for box, match in zip(faces.boxes, matches, strict=True):
-                    seen.append(
-                        Seen(v, truth.frame_at(float(batch.pts[0])), box, name=match.name if match else None)
-                    )
+                crops = Crops(align_faces(image, faces, align), crop_landmarks(faces, align))
+                for box, match in zip(
+                    faces.boxes, index.identify(pipeline.embedder(crops), threshold), strict=True
+                ):
+                    seen.append(Seen(v, at, box, group=len(seen), name=match.name if match else None))
     return seen, frames / (time.perf_counter() - started)
 
 
 # --- scoring --------------------------------------------------------------------------------------------
-def appearance_of(seen: list[Seen], videos: list[tuple[Path, GroundTruth]]) -> list[tuple[int, int] | None]:
-    """(video, appearance) of each seen face: the half-visible truth box it overlaps most, IoU >= 0.5."""
-    out: list[tuple[int, int] | None] = []
-    for s in seen:
-        truth = [f for f in videos[s.video][1].faces[s.frame] if f.visible >= MIN_VISIBLE]
-        iou = iou_matrix(s.box[None], np.array([f.box for f in truth]))[0] if truth else np.zeros(0)
-        out.append(
-            (s.video, truth[int(iou.argmax())].appearance) if len(iou) and iou.max() >= MIN_IOU else None
-        )
-    return out
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """One ground-truth appearance."""
+
+    person: str
+    kind: str
+    enrolled: bool
 
 
-def all_appearances(videos: list[tuple[Path, GroundTruth]]) -> dict[tuple[int, int], str]:
+def appearances(videos: list[Video], enrolled: set[str]) -> dict[tuple[int, int], Shown]:
     return {
-        (v, i): a.person
-        for v, (_, t) in enumerate(videos)
-        for i, a in enumerate(t.appearances)
+        (v, i): Shown(a.person, video.kinds[a.shot], a.person in enrolled)
+        for v, video in enumerate(videos)
+        for i, a in enumerate(video.truth.appearances)
         if a.first_frame >= 0
     }
 
 
-def rates(
-    named_right: set[tuple[int, int]],
-    named_any: set[tuple[int, int]],
-    apps: dict[tuple[int, int], str],
-    enrolled: set[str],
-    decisions: int,
-    wrong: int,
+def held_by_group(seen: list[Seen], videos: list[Video]) -> dict[tuple[int, int], Counter[tuple[int, int]]]:
+    """(video, group) -> the appearances of its faces: a face is the half-visible truth box it overlaps
+    most, with IoU >= 0.5 (or nothing)."""
+    held: dict[tuple[int, int], Counter[tuple[int, int]]] = {}
+    for s in seen:
+        truth = [f for f in videos[s.video].truth.faces[s.frame] if f.visible >= MIN_VISIBLE]
+        counter = held.setdefault((s.video, s.group), Counter())
+        if truth:
+            iou = iou_matrix(s.box[None], np.array([f.box for f in truth]))[0]
+            if iou.max() >= MIN_IOU:
+                counter[(s.video, truth[int(iou.argmax())].appearance)] += 1
+    return held
+
+
+def score(
+    held: dict[tuple[int, int], Counter[tuple[int, int]]],
+    answers: list[tuple[tuple[int, int], str | None]],
+    shown: dict[tuple[int, int], Shown],
 ) -> dict[str, Any]:
-    known = [a for a, p in apps.items() if p in enrolled]
-    strangers = [a for a, p in apps.items() if p not in enrolled]
+    """The figures from each group's appearances and the answers (group, name or None) given about it."""
+    named_right: set[tuple[int, int]] = set()
+    named_any: set[tuple[int, int]] = set()
+    wrong = 0
+    for group, name in answers:
+        inside = held.get(group, Counter())
+        if name is not None:
+            wrong += name not in {shown[a].person for a in inside}
+            named_any.update(inside)
+            named_right.update(a for a in inside if shown[a].person == name)
+    known = {a for a, s in shown.items() if s.enrolled}
+    strangers = set(shown) - known
+    recall_by_kind = {
+        kind: round(len(named_right & of_kind) / len(of_kind), 4)
+        for kind in sorted({s.kind for s in shown.values()})
+        if (of_kind := {a for a in known if shown[a].kind == kind})
+    }
     return {
-        "appearance_recall": len(named_right & set(known)) / max(1, len(known)),
-        "stranger_named_rate": len(named_any & set(strangers)) / max(1, len(strangers)),
-        "wrong_name_rate": wrong / max(1, decisions),
-        "decisions_per_appearance": decisions / max(1, len(apps)),
-        "decisions": decisions,
+        "appearance_recall": len(named_right & known) / max(1, len(known)),
+        "recall_by_kind": recall_by_kind,
+        "stranger_named_rate": len(named_any & strangers) / max(1, len(strangers)),
+        "wrong_name_rate": wrong / max(1, len(answers)),
+        "decisions_per_appearance": len(answers) / max(1, len(shown)),
+        "decisions": len(answers),
     }
 
 
 def score_ours(
-    seen: list[Seen], decisions: list[Decision], videos: list[tuple[Path, GroundTruth]], enrolled: set[str]
+    seen: list[Seen], decisions: list[Decision], videos: list[Video], shown: dict
 ) -> dict[str, Any]:
-    apps = all_appearances(videos)
-    held: dict[tuple[int, int], Counter[tuple[int, int]]] = {}
-    for s, app in zip(seen, appearance_of(seen, videos), strict=True):
-        if app is not None:
-            held.setdefault((s.video, s.track), Counter())[app] += 1
+    held = held_by_group(seen, videos)
     switched = [
-        f"video {v} track {t}: " + ", ".join(f"{apps[a]} ({n} faces)" for a, n in sorted(c.items()))
+        f"video {v} track {t}: "
+        + ", ".join(f"{shown[a].person} ({shown[a].kind}, {n} faces)" for a, n in sorted(c.items()))
         for (v, t), c in sorted(held.items())
-        if len({apps[a] for a in c}) > 1
+        if len({shown[a].person for a in c}) > 1
     ]
-    named_right: set[tuple[int, int]] = set()
-    named_any: set[tuple[int, int]] = set()
-    wrong = 0
-    for d in decisions:
-        inside = held.get((int(d.stream_id), d.track_id), Counter())
-        if d.identity is not None:
-            wrong += d.identity not in {apps[a] for a in inside}
-            named_any.update(inside)
-            named_right.update(a for a in inside if apps[a] == d.identity)
-    out = rates(named_right, named_any, apps, enrolled, len(decisions), wrong)
-    out.update(id_switches=len(switched), switched_tracks=switched, tracks=len(held))
-    return out
+    answers = [((int(d.stream_id), d.track_id), d.identity) for d in decisions]
+    return {
+        **score(held, answers, shown),
+        "id_switches": len(switched),
+        "switched_tracks": switched,
+        "tracks": len(held),
+    }
 
 
-def score_naive(
-    seen: list[Seen], videos: list[tuple[Path, GroundTruth]], enrolled: set[str]
-) -> dict[str, Any]:
-    apps = all_appearances(videos)
-    named_right: set[tuple[int, int]] = set()
-    named_any: set[tuple[int, int]] = set()
-    wrong = 0
-    for s, app in zip(seen, appearance_of(seen, videos), strict=True):
-        if s.name is not None:
-            wrong += app is None or apps[app] != s.name
-            if app is not None:
-                named_any.add(app)
-                if apps[app] == s.name:
-                    named_right.add(app)
-    return rates(named_right, named_any, apps, enrolled, len(seen), wrong)
+def score_naive(seen: list[Seen], videos: list[Video], shown: dict) -> dict[str, Any]:
+    return score(held_by_group(seen, videos), [((s.video, s.group), s.name) for s in seen], shown)
 
 
 def stills_rate(pipeline: FacePipeline, index: GalleryIndex, paths: list[Path], threshold: float) -> float:
     """``lfw_identification``'s detect-and-identify rate of still probe photos at ``threshold``."""
-    emb = cached_embeddings(pipeline, paths, "stills")
-    nearest = [r[0] for r in index.search(emb, k=1)]
+    nearest = [r[0] for r in index.search(cached_embeddings(pipeline, paths, "stills"), k=1)]
     correct = np.array([m.name == p.parent.name for m, p in zip(nearest, paths, strict=True)])
     dist = np.array([m.distance for m in nearest])
     return float((correct & (dist <= threshold)).mean())
@@ -397,27 +392,25 @@ ROWS = [
 ]
 
 
-def print_report(report: dict[str, Any], out: Any) -> None:
+def print_report(r: dict[str, Any], out: Any) -> None:
     print(
-        f"{report['videos']} videos, {report['video_seconds']:.0f} s, {report['appearances']} appearances "
-        f"({report['enrolled_appearances']} enrolled, {report['stranger_appearances']} strangers); gallery "
-        f"{report['gallery_size']} people; threshold {report['threshold']:.4f} at FPIR {report['fpir']:g} "
-        f"({report['threshold_source']})",
+        f"{r['videos']} videos, {r['video_seconds']:.0f} s, {r['appearances']} appearances "
+        f"({r['enrolled_appearances']} enrolled, {r['stranger_appearances']} strangers); gallery "
+        f"{r['gallery_size']} people; threshold {r['threshold']:.4f} at FPIR {r['fpir']:g} ({r['threshold_source']})",
         file=out,
     )
     print(f"{'':<44}{'ours':>10}{'naive':>10}", file=out)
     for label, ours, naive in ROWS:
-        cells = [report[ours], report[naive] if naive else "-"]
-        print(
-            f"{label:<44}" + "".join(f"{c:>10.4g}" if not isinstance(c, str) else f"{c:>10}" for c in cells),
-            file=out,
-        )
+        cells = [f"{r[ours]:.4g}", f"{r[naive]:.4g}" if naive else "-"]
+        print(f"{label:<44}{cells[0]:>10}{cells[1]:>10}", file=out)
+    for kind, recall in r["recall_by_kind"].items():
+        print(f"{'  recall, ' + kind:<44}{recall:>10.4g}{r['naive_recall_by_kind'][kind]:>10.4g}", file=out)
     print(
-        f"stills detect-and-identify rate at the same threshold: {report['stills_detect_identify_rate']:.4f} "
-        f"({report['stills_probes']} probe photos, bench/lfw_identification.py's measure)",
+        f"stills detect-and-identify rate at the same threshold: {r['stills_detect_identify_rate']:.4f} "
+        f"({r['stills_probes']} probe photos, bench/lfw_identification.py's measure)",
         file=out,
     )
-    for line in report["switched_tracks"]:
+    for line in r["switched_tracks"]:
         print(f"  identity switch: {line}", file=out)
 
 
@@ -425,14 +418,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=env.shared_data() / "lfw", help="LFW folder")
     parser.add_argument("--quick", action="store_true", help="one short video and a small gallery (CI)")
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)"
-    )
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout (the table on stderr)")
     parser.add_argument("--fpir", type=float, default=0.01, help="target fraction of strangers named")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="write the videos here and keep them")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for our pipeline"
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, ours"
     )
     return parser.parse_args(argv)
 
@@ -449,35 +440,29 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
     threshold, source = open_set_threshold(pipeline.model_version, gallery, names, strangers, args.fpir)
     who = Casting(cast, pipeline, rng)
     videos = make_videos(who, size, folder, rng)
-    shown = [path for _, path, enrolled in who.used if enrolled]
-    others = sorted({p for ps in cast.probes.values() for p in ps} - set(shown))
-    stills = shown + [
-        others[i] for i in rng.choice(len(others), min(size.stills, len(others)), replace=False)
-    ]
+    probes = [path for _, path, enrolled in who.used if enrolled]
+    others = sorted({p for ps in cast.probes.values() for p in ps} - set(probes))
+    probes += [others[i] for i in rng.choice(len(others), min(size.stills, len(others)), replace=False)]
     ours_seen, decisions, fps_ours = run_ours(videos, pipeline, index, threshold, args.set)
     naive_seen, fps_naive = run_naive(videos, pipeline, index, threshold)
-    enrolled = set(names)
-    ours, naive = (
-        score_ours(ours_seen, decisions, videos, enrolled),
-        score_naive(naive_seen, videos, enrolled),
-    )
-    apps = all_appearances(videos)
+    shown = appearances(videos, set(names))
+    naive = score_naive(naive_seen, videos, shown)
     return {
-        **ours,
+        **score_ours(ours_seen, decisions, videos, shown),
         **{f"naive_{k}": v for k, v in naive.items()},
         "fps_ours": round(fps_ours, 2),
         "fps_naive": round(fps_naive, 2),
-        "stills_detect_identify_rate": round(stills_rate(pipeline, index, stills, threshold), 4),
-        "stills_probes": len(stills),
+        "stills_detect_identify_rate": round(stills_rate(pipeline, index, probes, threshold), 4),
+        "stills_probes": len(probes),
         "threshold": threshold,
         "threshold_source": source,
         "fpir": args.fpir,
         "gallery_size": len(names),
         "videos": len(videos),
-        "video_seconds": sum(t.n_frames / t.fps for _, t in videos),
-        "appearances": len(apps),
-        "enrolled_appearances": sum(p in enrolled for p in apps.values()),
-        "stranger_appearances": sum(p not in enrolled for p in apps.values()),
+        "video_seconds": round(sum(v.truth.n_frames / v.truth.fps for v in videos), 2),
+        "appearances": len(shown),
+        "enrolled_appearances": sum(s.enrolled for s in shown.values()),
+        "stranger_appearances": sum(not s.enrolled for s in shown.values()),
         "model": pipeline.embedder.card.key,
         "alignment": pipeline.config.align.mode,
         "quick": args.quick,
@@ -494,10 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.fpir < 1:
         print(f"--fpir: expected a fraction between 0 and 1, got {args.fpir}", file=sys.stderr)
         return 2
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-video-ident-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         report = measure(args, root, folder)
+    report["bench_seconds"] = round(time.perf_counter() - started, 1)
     print_report(report, sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(report))
