@@ -1,0 +1,495 @@
+"""Identification on realistic video: our pipeline against the naive per-frame loop, from real LFW faces.
+
+Videos are composed with ``streamproc.scenes`` from LFW deep-funneled photos: hard cuts where the next
+person appears exactly where the previous one was, 2-4 people per shot (enrolled people and strangers
+mixed), two people crossing, appearances from 0.5 s to several seconds, slow camera zoom/pan, JPEG and
+H.264 compression noise.
+
+* Gallery: the first photo of each LFW person with >= 2 photos (1,680 people; ``--quick``: a few
+  hundred), in an in-memory ``GalleryIndex``. Probes placed in the videos are their *other* photos.
+* Strangers in the videos are people with a single photo; the open-set threshold is calibrated at
+  ``--fpir`` on *other* single-photo people (``streamproc.gallery.calibrate`` when present, else the
+  ``fpir`` quantile of their nearest gallery distances). A face is named iff its distance is at most it.
+* Ours: ``LocalRunner`` with the default config and that threshold. The faces reaching the aggregate
+  stage are recorded with their track ids (see ``recording_aggregates``). Naive: detect every frame,
+  embed every face, identify every face on its own.
+
+A detected face belongs to the ground-truth appearance whose box (at least half visible) it overlaps
+with IoU >= 0.5. A track's decisions apply to every appearance whose faces it holds. Figures:
+identity switches (tracks holding faces of more than one person), appearance recall (enrolled
+appearances named correctly at least once), wrong names (decisions naming someone not in the track;
+naive: faces named as someone else), strangers named (stranger appearances given any name),
+decisions per appearance, frames/s; and the stills detect-and-identify rate at the same threshold
+(``bench/lfw_identification.py``'s measure) over the probe photos.
+
+Embeddings of the photos are cached under ``~/.cache/streamproc/bench`` (keyed by model, alignment
+and the photo list): the first run embeds ~4,000 photos (several minutes on a CPU).
+
+    python bench/video_identification.py [--quick] [--json] [--fpir 0.01] [--set track.max_missed=3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/pipeline_throughput.py
+
+import numpy as np
+from lfw_identification import embed_all
+
+import streamproc.runtime.local as local_runtime
+from streamproc import env, scenes
+from streamproc.align import align_faces, crop_landmarks, pick_face
+from streamproc.config import load_config
+from streamproc.faces import FacePipeline, read_image
+from streamproc.gallery.index import GalleryIndex
+from streamproc.runtime.local import LocalRunner
+from streamproc.scenes import GroundTruth, Photo, Shot
+from streamproc.sources import SourceConfig, VideoSource
+from streamproc.stages.aggregate import AggregateStage
+from streamproc.stages.track import iou_matrix
+from streamproc.types import Crops, Decision, FrameBatch
+
+ENROLLED_SHARE = 0.7  # of the people placed in videos; the rest are strangers
+MIN_VISIBLE, MIN_IOU = 0.5, 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    videos: int
+    seconds: float  # per video, at least
+    gallery: int  # enrolled people (0: all)
+    calibration: int  # stranger photos for the threshold
+    stills: int  # extra probe photos for the stills figure
+
+
+FULL, QUICK = Size(4, 22.0, 0, 1500, 500), Size(1, 0.0, 200, 300, 0)
+
+
+# --- cast and photos --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Cast:
+    gallery: dict[str, Path]  # enrolled person -> gallery photo
+    probes: dict[str, list[Path]]  # enrolled person -> other photos
+    strangers: list[Path]  # single-photo people, shuffled; the videos take from the front
+    calibration: list[Path]  # single-photo people never shown, for the threshold
+
+
+def make_cast(root: Path, size: Size, rng: np.random.Generator) -> Cast:
+    people = {p.name: sorted(p.glob("*.jpg")) for p in sorted(root.iterdir()) if p.is_dir()}
+    enrolled = [n for n, photos in people.items() if len(photos) >= 2]
+    if size.gallery:
+        enrolled = sorted(rng.choice(enrolled, size.gallery, replace=False).tolist())
+    singles = [photos[0] for photos in people.values() if len(photos) == 1]
+    singles = [singles[i] for i in rng.permutation(len(singles))]
+    shown = size.videos * 40  # more than the videos can use
+    return Cast(
+        gallery={n: people[n][0] for n in enrolled},
+        probes={n: people[n][1:] for n in enrolled},
+        strangers=singles[:shown],
+        calibration=singles[shown : shown + size.calibration],
+    )
+
+
+class Casting:
+    """Hands out people for the videos, each at most once: enrolled ones (a probe photo) or strangers."""
+
+    def __init__(self, cast: Cast, pipeline: FacePipeline, rng: np.random.Generator):
+        self.pipeline, self.rng = pipeline, rng
+        self.enrolled = [cast.probes[n] for n in rng.permutation(sorted(cast.probes)).tolist()]
+        self.strangers = list(cast.strangers)
+        self.used: list[tuple[Photo, Path, bool]] = []  # photo, file, enrolled
+
+    def next(self) -> Photo:
+        while True:
+            enrolled = self.rng.random() < ENROLLED_SHARE
+            pool = self.enrolled if enrolled else self.strangers
+            item = pool.pop()
+            path = item[int(self.rng.integers(len(item)))] if isinstance(item, list) else item
+            image = read_image(path)
+            faces = self.pipeline.detector([image])[0]
+            row = pick_face(faces, image.shape, "center")
+            if row is None:  # the detector misses this photo: it cannot show in a video either
+                continue
+            photo = Photo(path.parent.name, image, tuple(faces.boxes[row].tolist()))
+            self.used.append((photo, path, enrolled))
+            return photo
+
+
+# --- videos -------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Video:
+    path: Path
+    truth: GroundTruth
+    kinds: list[str]  # the kind of segment of each shot
+
+
+def segment(kind: str, who: Casting, rng: np.random.Generator, seed: int) -> list[Shot]:
+    """A few seconds of one hard case."""
+    if kind == "cut":
+        box = scenes.box_at(rng.uniform(150, 490), rng.uniform(130, 230), rng.uniform(70, 120))
+        lengths = (float(rng.uniform(1.5, 4)), float(rng.uniform(1.5, 4)))
+        same = bool(rng.random() < 0.3)
+        return scenes.same_place_cut(
+            who.next(), who.next(), box=box, seconds=lengths, seed=seed, same_background=same
+        )
+    if kind == "crossing":
+        seconds, width = float(rng.uniform(2.5, 4)), float(rng.uniform(70, 110))
+        return scenes.crossing(who.next(), who.next(), seconds=seconds, width=width, seed=seed)
+    if kind == "short":
+        shown_s, width = float(rng.choice([0.5, 0.5, 1.0])), float(rng.uniform(70, 120))
+        return scenes.short_appearance(who.next(), shown_s, width=width, seed=seed)
+    people = [who.next() for _ in range(int(rng.integers(2, 5)))]
+    zoom, pan = float(rng.uniform(1.0, 1.15)), (float(rng.uniform(-30, 30)), float(rng.uniform(-10, 10)))
+    shot = scenes.crowd(
+        people, seconds=float(rng.uniform(2.5, 6)), seed=seed, widths=(60, 130), zoom=zoom, pan=pan
+    )
+    appearances = []
+    for a in shot.appearances:  # some come late or leave early: appearances from 0.5 s up
+        start, end = (
+            sorted(rng.uniform(0, shot.duration_s, 2).tolist())
+            if rng.random() < 0.3
+            else (0, shot.duration_s)
+        )
+        start = min(start, shot.duration_s - 0.5)
+        appearances.append(dataclasses.replace(a, start_s=start, end_s=max(start + 0.5, end)))
+    return [dataclasses.replace(shot, appearances=appearances)]
+
+
+def make_videos(who: Casting, size: Size, folder: Path, rng: np.random.Generator) -> list[Video]:
+    """``size.videos`` videos of at least ``size.seconds`` each, every kind of segment in each."""
+    order = ["cut", "crowd", "crossing", "short", "crowd", "cut", "short"]
+    videos = []
+    for v in range(size.videos):
+        shots: list[Shot] = []
+        kinds: list[str] = []
+        k = 0
+        while k < 4 or sum(s.duration_s for s in shots) < size.seconds:
+            kind = order[k % len(order)]
+            part = segment(kind, who, rng, seed=1000 * v + 10 * k)  # a cut's second shot takes seed + 1
+            shots, kinds, k = shots + part, kinds + [kind] * len(part), k + 1
+        path = folder / f"video{v}.mp4"
+        quality = int(rng.integers(35, 75))
+        truth = scenes.render(shots, path, fps=25, crf=26, noise=2.5, jpeg_quality=quality, seed=v)
+        videos.append(Video(path, truth, kinds))
+    return videos
+
+
+# --- gallery and threshold ----------------------------------------------------------------------------
+def cached_embeddings(pipeline: FacePipeline, paths: list[Path], tag: str) -> np.ndarray:
+    cfg = pipeline.config
+    key = f"{pipeline.model_version}|{cfg.align.model_dump_json()}|{cfg.detector.model_dump_json()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return embed_all(pipeline, paths, env.cache_dir() / "bench" / f"video-ident-{tag}-{digest}.npz")
+
+
+def open_set_threshold(
+    version: str, gallery: np.ndarray, names: list[str], strangers: np.ndarray, fpir: float
+) -> tuple[float, str]:
+    """The threshold naming ``fpir`` of the strangers, and what computed it."""
+    try:
+        calibrate = importlib.import_module("streamproc.gallery.calibrate").calibrate
+    except ImportError:
+        nearest = np.maximum(2.0 - 2.0 * (strangers @ gallery.T).max(axis=1), 0.0)
+        how = f"{fpir:g} quantile of {len(strangers)} strangers' nearest distances"
+        return float(np.quantile(nearest, fpir)), how
+    found = calibrate(version, gallery, np.array(names), fpir=fpir, strangers=strangers)
+    return float(
+        found.threshold
+    ), f"streamproc.gallery.calibrate ({found.method}, {found.impostors} impostors)"
+
+
+# --- the two methods ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Seen:
+    """A face a method reported: where, and the group its answer covers (ours: its track; naive: itself)."""
+
+    video: int
+    frame: int
+    box: np.ndarray
+    group: int
+    name: str | None = None  # naive: its own answer
+
+
+@contextlib.contextmanager
+def recording_aggregates(seen: list[FrameBatch]) -> Iterator[None]:
+    """While open, ``LocalRunner`` builds aggregate stages that keep every batch they get (faces with
+    their final track ids). A hook of the runner would be cleaner; this keeps the bench off the library."""
+
+    class Recording(AggregateStage):
+        def process(self, batch: FrameBatch) -> FrameBatch:
+            seen.append(batch)  # its frames are 1x1 placeholders by now
+            return super().process(batch)
+
+    original = local_runtime.AggregateStage
+    local_runtime.AggregateStage = Recording  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        local_runtime.AggregateStage = original  # type: ignore[misc]
+
+
+def run_ours(
+    videos: list[Video], pipeline: FacePipeline, index: GalleryIndex, threshold: float, extra: list[str]
+) -> tuple[list[Seen], list[Decision], float]:
+    sources = [{"uri": str(video.path), "stream_id": str(v)} for v, video in enumerate(videos)]
+    config = load_config(None, ["sources=" + json.dumps(sources), f"gallery.threshold={threshold}", *extra])
+    batches: list[FrameBatch] = []
+    with recording_aggregates(batches):
+        runner = LocalRunner(config, index=index, detector=pipeline.detector, embedder=pipeline.embedder)
+        summary = runner.run()
+    seen = []
+    for batch in batches:
+        v = int(batch.stream_id)
+        tracks, frame = np.asarray(batch.faces.track_id), np.asarray(batch.faces.frame_index)
+        for row in np.flatnonzero(tracks >= 0).tolist():
+            at = videos[v].truth.frame_at(float(batch.pts[frame[row]]))
+            seen.append(Seen(v, at, batch.faces.boxes[row], group=int(tracks[row])))
+    return seen, list(summary.decisions), summary.fps
+
+
+def run_naive(
+    videos: list[Video], pipeline: FacePipeline, index: GalleryIndex, threshold: float
+) -> tuple[list[Seen], float]:
+    """Every frame: detect, embed every face, identify every face on its own (no tracking)."""
+    align = pipeline.config.align
+    seen: list[Seen] = []
+    frames, started = 0, time.perf_counter()
+    for v, video in enumerate(videos):
+        with VideoSource(SourceConfig(uri=str(video.path), batch_frames=1)) as source:
+            for batch in source:
+                image, at = batch.frames[0], video.truth.frame_at(float(batch.pts[0]))
+                faces = pipeline.detector([image])[0]
+                frames += 1
+                if not len(faces):
+                    continue
+                crops = Crops(align_faces(image, faces, align), crop_landmarks(faces, align))
+                for box, match in zip(
+                    faces.boxes, index.identify(pipeline.embedder(crops), threshold), strict=True
+                ):
+                    seen.append(Seen(v, at, box, group=len(seen), name=match.name if match else None))
+    return seen, frames / (time.perf_counter() - started)
+
+
+# --- scoring --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """One ground-truth appearance."""
+
+    person: str
+    kind: str
+    enrolled: bool
+
+
+def appearances(videos: list[Video], enrolled: set[str]) -> dict[tuple[int, int], Shown]:
+    return {
+        (v, i): Shown(a.person, video.kinds[a.shot], a.person in enrolled)
+        for v, video in enumerate(videos)
+        for i, a in enumerate(video.truth.appearances)
+        if a.first_frame >= 0
+    }
+
+
+def held_by_group(seen: list[Seen], videos: list[Video]) -> dict[tuple[int, int], Counter[tuple[int, int]]]:
+    """(video, group) -> the appearances of its faces: a face is the half-visible truth box it overlaps
+    most, with IoU >= 0.5 (or nothing)."""
+    held: dict[tuple[int, int], Counter[tuple[int, int]]] = {}
+    for s in seen:
+        truth = [f for f in videos[s.video].truth.faces[s.frame] if f.visible >= MIN_VISIBLE]
+        counter = held.setdefault((s.video, s.group), Counter())
+        if truth:
+            iou = iou_matrix(s.box[None], np.array([f.box for f in truth]))[0]
+            if iou.max() >= MIN_IOU:
+                counter[(s.video, truth[int(iou.argmax())].appearance)] += 1
+    return held
+
+
+def score(
+    held: dict[tuple[int, int], Counter[tuple[int, int]]],
+    answers: list[tuple[tuple[int, int], str | None]],
+    shown: dict[tuple[int, int], Shown],
+) -> dict[str, Any]:
+    """The figures from each group's appearances and the answers (group, name or None) given about it."""
+    named_right: set[tuple[int, int]] = set()
+    named_any: set[tuple[int, int]] = set()
+    wrong = 0
+    for group, name in answers:
+        inside = held.get(group, Counter())
+        if name is not None:
+            wrong += name not in {shown[a].person for a in inside}
+            named_any.update(inside)
+            named_right.update(a for a in inside if shown[a].person == name)
+    known = {a for a, s in shown.items() if s.enrolled}
+    strangers = set(shown) - known
+    recall_by_kind = {
+        kind: round(len(named_right & of_kind) / len(of_kind), 4)
+        for kind in sorted({s.kind for s in shown.values()})
+        if (of_kind := {a for a in known if shown[a].kind == kind})
+    }
+    return {
+        "appearance_recall": len(named_right & known) / max(1, len(known)),
+        "recall_by_kind": recall_by_kind,
+        "stranger_named_rate": len(named_any & strangers) / max(1, len(strangers)),
+        "wrong_name_rate": wrong / max(1, len(answers)),
+        "decisions_per_appearance": len(answers) / max(1, len(shown)),
+        "decisions": len(answers),
+    }
+
+
+def score_ours(
+    seen: list[Seen], decisions: list[Decision], videos: list[Video], shown: dict
+) -> dict[str, Any]:
+    held = held_by_group(seen, videos)
+    switched = [
+        f"video {v} track {t}: "
+        + ", ".join(f"{shown[a].person} ({shown[a].kind}, {n} faces)" for a, n in sorted(c.items()))
+        for (v, t), c in sorted(held.items())
+        if len({shown[a].person for a in c}) > 1
+    ]
+    answers = [((int(d.stream_id), d.track_id), d.identity) for d in decisions]
+    return {
+        **score(held, answers, shown),
+        "id_switches": len(switched),
+        "switched_tracks": switched,
+        "tracks": len(held),
+    }
+
+
+def score_naive(seen: list[Seen], videos: list[Video], shown: dict) -> dict[str, Any]:
+    return score(held_by_group(seen, videos), [((s.video, s.group), s.name) for s in seen], shown)
+
+
+def stills_rate(pipeline: FacePipeline, index: GalleryIndex, paths: list[Path], threshold: float) -> float:
+    """``lfw_identification``'s detect-and-identify rate of still probe photos at ``threshold``."""
+    nearest = [r[0] for r in index.search(cached_embeddings(pipeline, paths, "stills"), k=1)]
+    correct = np.array([m.name == p.parent.name for m, p in zip(nearest, paths, strict=True)])
+    dist = np.array([m.distance for m in nearest])
+    return float((correct & (dist <= threshold)).mean())
+
+
+# --- report ---------------------------------------------------------------------------------------------
+ROWS = [
+    ("identity switches (tracks with 2+ people)", "id_switches", None),
+    ("appearance recall (enrolled named right)", "appearance_recall", "naive_appearance_recall"),
+    ("wrong names (of decisions)", "wrong_name_rate", "naive_wrong_name_rate"),
+    ("strangers named (of stranger appearances)", "stranger_named_rate", "naive_stranger_named_rate"),
+    ("decisions per appearance", "decisions_per_appearance", "naive_decisions_per_appearance"),
+    ("frames/s", "fps_ours", "fps_naive"),
+]
+
+
+def print_report(r: dict[str, Any], out: Any) -> None:
+    print(
+        f"{r['videos']} videos, {r['video_seconds']:.0f} s, {r['appearances']} appearances "
+        f"({r['enrolled_appearances']} enrolled, {r['stranger_appearances']} strangers); gallery "
+        f"{r['gallery_size']} people; threshold {r['threshold']:.4f} at FPIR {r['fpir']:g} ({r['threshold_source']})",
+        file=out,
+    )
+    print(f"{'':<44}{'ours':>10}{'naive':>10}", file=out)
+    for label, ours, naive in ROWS:
+        cells = [f"{r[ours]:.4g}", f"{r[naive]:.4g}" if naive else "-"]
+        print(f"{label:<44}{cells[0]:>10}{cells[1]:>10}", file=out)
+    for kind, recall in r["recall_by_kind"].items():
+        print(f"{'  recall, ' + kind:<44}{recall:>10.4g}{r['naive_recall_by_kind'][kind]:>10.4g}", file=out)
+    print(
+        f"stills detect-and-identify rate at the same threshold: {r['stills_detect_identify_rate']:.4f} "
+        f"({r['stills_probes']} probe photos, bench/lfw_identification.py's measure)",
+        file=out,
+    )
+    for line in r["switched_tracks"]:
+        print(f"  identity switch: {line}", file=out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=env.shared_data() / "lfw", help="LFW folder")
+    parser.add_argument("--quick", action="store_true", help="one short video and a small gallery (CI)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout (the table on stderr)")
+    parser.add_argument("--fpir", type=float, default=0.01, help="target fraction of strangers named")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, help="write the videos here and keep them")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, ours"
+    )
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any]:
+    size = QUICK if args.quick else FULL
+    rng = np.random.default_rng(args.seed)
+    pipeline = FacePipeline(load_config(None))
+    cast = make_cast(root, size, rng)
+    names = sorted(cast.gallery)
+    gallery = cached_embeddings(pipeline, [cast.gallery[n] for n in names], "gallery")
+    index = GalleryIndex.from_arrays(names, names, gallery, model_version=pipeline.model_version)
+    strangers = cached_embeddings(pipeline, cast.calibration, "calibration")
+    threshold, source = open_set_threshold(pipeline.model_version, gallery, names, strangers, args.fpir)
+    who = Casting(cast, pipeline, rng)
+    videos = make_videos(who, size, folder, rng)
+    probes = [path for _, path, enrolled in who.used if enrolled]
+    others = sorted({p for ps in cast.probes.values() for p in ps} - set(probes))
+    probes += [others[i] for i in rng.choice(len(others), min(size.stills, len(others)), replace=False)]
+    ours_seen, decisions, fps_ours = run_ours(videos, pipeline, index, threshold, args.set)
+    naive_seen, fps_naive = run_naive(videos, pipeline, index, threshold)
+    shown = appearances(videos, set(names))
+    naive = score_naive(naive_seen, videos, shown)
+    return {
+        **score_ours(ours_seen, decisions, videos, shown),
+        **{f"naive_{k}": v for k, v in naive.items()},
+        "fps_ours": round(fps_ours, 2),
+        "fps_naive": round(fps_naive, 2),
+        "stills_detect_identify_rate": round(stills_rate(pipeline, index, probes, threshold), 4),
+        "stills_probes": len(probes),
+        "threshold": threshold,
+        "threshold_source": source,
+        "fpir": args.fpir,
+        "gallery_size": len(names),
+        "videos": len(videos),
+        "video_seconds": round(sum(v.truth.n_frames / v.truth.fps for v in videos), 2),
+        "appearances": len(shown),
+        "enrolled_appearances": sum(s.enrolled for s in shown.values()),
+        "stranger_appearances": sum(not s.enrolled for s in shown.values()),
+        "model": pipeline.embedder.card.key,
+        "alignment": pipeline.config.align.mode,
+        "quick": args.quick,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    root = args.data / "lfw-deepfunneled"
+    if not root.is_dir():
+        print(f"LFW not found at {root}; pass --data or set STREAMPROC_SHARED_DATA", file=sys.stderr)
+        return 2
+    if not 0 < args.fpir < 1:
+        print(f"--fpir: expected a fraction between 0 and 1, got {args.fpir}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-video-ident-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        report = measure(args, root, folder)
+    report["bench_seconds"] = round(time.perf_counter() - started, 1)
+    print_report(report, sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
