@@ -1,13 +1,15 @@
-"""A demo video synthesised from still photos: one shot per photo, a face moving over a background.
+"""A demo video synthesised from still photos: one shot per photo, joined by hard cuts.
 
-Each shot shows one person's face (cut around the detected face of a photo) sliding across a
-plain background, in a lane that alternates between shots so no track carries over. The
-ground truth is the list of shots with their times, so a run's track decisions can be scored.
+Each shot shows one person's photo composited into a scene (``streamproc.scenes``): the face
+drifts slowly, and the next shot's face appears **where the last one stood** (a same-place cut);
+every third cut keeps the backdrop, so only the face tells those shots apart. Every fourth shot is
+a short appearance (0.6 s). The ground truth is the list of shots with their times, so a run's
+decisions can be scored per appearance.
 
 Example:
     >>> shots = plan_shots({"ada": [Path("a1.jpg")], "bob": [Path("b1.jpg")]}, fps=12)
-    >>> [(s.person, s.start_s) for s in shots]
-    [('ada', 0.0), ('bob', 1.666667)]
+    >>> [(s.person, s.start_s, s.end_s) for s in shots]
+    [('ada', 0.0, 1.5), ('bob', 1.5, 3.0)]
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamproc import scenes
 from streamproc.detect import Detector
 from streamproc.errors import InputError
-from streamproc.sources.synth import write_video
 
 WIDTH, HEIGHT, FPS = 480, 360, 12
-SPRITE = 112  # side of the pasted patch; the face inside is about 70 px
-SHOT_FRAMES = 18  # 1.5 s per shot at 12 fps
-GAP_FRAMES = 2  # empty background between shots
+SPRITE = 112  # side of a face patch cut by ``face_sprite`` (tests and benches paste these)
+SHOT_S, SHORT_S = 1.5, 0.6  # a shot, and every fourth (a short appearance)
+FACE_WIDTH = 80  # face box width in the demo video
 
 
 @dataclass(frozen=True)
@@ -35,19 +37,19 @@ class Shot:
     photo: Path
     start_s: float
     end_s: float
-    lane: int
 
 
 def plan_shots(people: dict[str, list[Path]], fps: int = FPS) -> list[Shot]:
-    """One shot per photo, people interleaved (a, b, c, a, b, c, ...), lanes alternating."""
+    """One shot per photo, people interleaved (a, b, c, a, b, c, ...), every fourth one short."""
     order = []
     for i in range(max(map(len, people.values()), default=0)):
         order += [(name, photos[i]) for name, photos in sorted(people.items()) if i < len(photos)]
-    period = (SHOT_FRAMES + GAP_FRAMES) / fps
-    return [
-        Shot(name, photo, round(k * period, 6), round(k * period + SHOT_FRAMES / fps, 6), k % 2)
-        for k, (name, photo) in enumerate(order)
-    ]
+    shots, start = [], 0.0
+    for k, (name, photo) in enumerate(order):
+        length = round(round((SHORT_S if k % 4 == 3 else SHOT_S) * fps) / fps, 6)
+        shots.append(Shot(name, photo, round(start, 6), round(start + length, 6)))
+        start += length
+    return shots
 
 
 def face_sprite(detector: Detector, image: np.ndarray, size: int = SPRITE) -> np.ndarray:
@@ -63,20 +65,25 @@ def face_sprite(detector: Detector, image: np.ndarray, size: int = SPRITE) -> np
     return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def render(shots: Sequence[Shot], sprite_of: Callable[[Shot], np.ndarray]) -> list[np.ndarray]:
-    background = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
-    background[:, :, 1] = np.linspace(60, 160, WIDTH).astype(np.uint8)[None, :]
-    frames = []
-    for shot in shots:
-        sprite = sprite_of(shot)
-        y = 40 if shot.lane == 0 else HEIGHT - 40 - SPRITE
-        for step in range(SHOT_FRAMES):
-            frame = background.copy()
-            x = 30 + step * 12 if shot.lane == 0 else WIDTH - 30 - SPRITE - step * 12
-            frame[y : y + SPRITE, x : x + SPRITE] = sprite
-            frames.append(frame)
-        frames.extend(background.copy() for _ in range(GAP_FRAMES))
-    return frames
+def scene_shots(shots: Sequence[Shot], photos: Sequence[scenes.Photo]) -> list[scenes.Shot]:
+    """The scene of each shot: the face drifts from where the previous shot's face ended."""
+    out, place = [], scenes.box_at(WIDTH / 2, HEIGHT / 2, FACE_WIDTH)
+    rng = np.random.default_rng(0)
+    for k, (shot, photo) in enumerate(zip(shots, photos, strict=True)):
+        dx, dy = rng.uniform(-40, 40), rng.uniform(-20, 20)
+        end = (place[0] + dx, place[1] + dy, place[2] + dx, place[3] + dy)
+        end = _inside(end)
+        backdrop = k - 1 if k % 3 == 2 else k  # every third cut keeps the backdrop
+        duration = shot.end_s - shot.start_s
+        out.append(scenes.Shot(duration, [scenes.Appearance(photo, 0.0, duration, place, end)], backdrop))
+        place = end
+    return out
+
+
+def _inside(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    dx = max(0.0, 8 - box[0]) - max(0.0, box[2] - (WIDTH - 8))
+    dy = max(0.0, 8 - box[1]) - max(0.0, box[3] - (HEIGHT - 8))
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
 
 
 def make_demo_video(
@@ -86,7 +93,15 @@ def make_demo_video(
     shots = plan_shots(people)
     if not shots:
         raise InputError("no photos to make a demo video from")
-    write_video(path, render(shots, lambda s: face_sprite(detector, read(s.photo))), FPS)
+    photos = []
+    for shot in shots:
+        image = read(shot.photo)
+        faces = detector([image])[0]
+        if len(faces) == 0:
+            raise InputError(f"no face found in demo photo {shot.photo}")
+        box = faces.boxes[int(np.argmax(faces.widths * faces.heights))]
+        photos.append(scenes.Photo(shot.person, image, tuple(float(v) for v in box)))  # type: ignore[arg-type]
+    scenes.render(scene_shots(shots, photos), path, size=(WIDTH, HEIGHT), fps=FPS)
     return shots
 
 

@@ -87,7 +87,12 @@ def resolve(
         return Threshold(
             from_curve, f"FPIR {config.fpir:g} at {gallery_size} people from the model's FAR curve"
         )
-    value = card.threshold_for(gallery_version)
+    if gallery_version not in card.thresholds:
+        raise ModelError(
+            f"{card.key} has no calibrated threshold: set gallery.threshold, or run "
+            "`streamproc gallery calibrate` on an enrolled gallery"
+        )
+    value = card.thresholds[gallery_version]
     log.warning(
         "model %s has no FAR curve and the gallery no calibration: using the 1:1 threshold %.3f, "
         "which names strangers in large galleries; run `streamproc gallery calibrate`",

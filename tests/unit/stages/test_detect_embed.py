@@ -105,7 +105,7 @@ def test_crops_for_skips_unwanted_and_uncuttable_faces() -> None:
         needs_embedding=[True, True, False, True],  # row 1 lies outside the 64x64 frame
     )
     batch = FrameBatch("cam", frames, [0.0, 0.04], faces=faces)
-    rows, crops = crops_for(batch, AlignConfig(image_size=32, margin=0.0))
+    rows, crops = crops_for(batch, AlignConfig(mode="crop", image_size=32, margin=0.0))
     assert rows.tolist() == [0, 3]
     assert crops.images.shape == (2, 32, 32, 3) and crops.images.dtype == np.uint8
     assert np.isnan(crops.points).all()  # these faces carry no landmarks
