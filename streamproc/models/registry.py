@@ -22,7 +22,13 @@ from torch import nn
 from streamproc import env
 from streamproc.errors import ModelError
 from streamproc.models import fetch
-from streamproc.models.checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint
+from streamproc.models.checkpoint import (
+    ModelCard,
+    load_checkpoint,
+    read_card,
+    recorded_sha256,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "facenet-irv1-128"
@@ -140,8 +146,10 @@ def is_materialised(name: str) -> bool:
     return (models_dir() / f"{name}.pt").is_file()
 
 
-def checkpoint_path(name: str) -> Path:
-    """The checkpoint for ``name``, making a built-in one from fetched weights when missing."""
+def checkpoint_path(name: str, repair: bool = False) -> Path:
+    """The checkpoint for ``name``, making a built-in one from fetched weights when missing, made
+    by an older release, or without a recorded sha256. A corrupt one is an error, or with ``repair``
+    (``models fetch``) made again."""
     index = _read_index()
     if name in index:
         return Path(index[name]["path"])
@@ -149,11 +157,23 @@ def checkpoint_path(name: str) -> Path:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(names())}")
     path = models_dir() / f"{name}.pt"
     spec = BUILTIN[name]
-    if not path.is_file() or read_card(path) != spec.card:  # missing, or made by an older release
+    if not _usable(path, spec.card, name, repair):
         log.info("converting %s from %s", name, spec.artifact)
         model = spec.make(fetch.fetch(spec.artifact))
         save_checkpoint(path, model, spec.card)
     return path
+
+
+def _usable(path: Path, card: ModelCard, name: str, repair: bool) -> bool:
+    if not path.is_file() or recorded_sha256(path) is None:
+        return False
+    try:
+        return read_card(path) == card  # else made by an older release
+    except ModelError as exc:
+        if not repair:
+            raise ModelError(f"{exc} (run `streamproc models fetch {name}` to make it again)") from None
+        log.warning("%s; making it again", exc)
+        return False
 
 
 def load(name: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Module, ModelCard]:
