@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -351,10 +351,38 @@ def connect(url: str | None, data_dir: Path | str | None = None) -> redis.Redis:
             if server is None:
                 server = _embedded[folder] = EmbeddedRedis(folder)
             url = server.start()
+    warn_if_unverified(url)
     try:
         return redis.Redis.from_url(url, **client_kwargs())
     except ValueError as exc:
         raise GalleryUnavailable(f"gallery URL is not usable: {exc}") from None
+
+
+def warn_if_unverified(url: str) -> None:
+    """Log a warning when a ``rediss://`` URL turns certificate or host name checks off.
+
+    redis-py reads TLS options from the URL's query: ``ssl_ca_certs=PATH`` (a private CA),
+    ``ssl_certfile`` / ``ssl_keyfile`` (client certificates), ``ssl_cert_reqs=none`` and
+    ``ssl_check_hostname=false`` (checks off: a warning here)."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return
+    query = {k.lower(): v.lower() for k, v in parse_qsl(parts.query)}
+    off = [
+        f"{key}={query[key]}"
+        for key, unsafe in (
+            ("ssl_cert_reqs", ("none", "cert_none")),
+            ("ssl_check_hostname", ("false", "0", "no", "f", "n")),
+        )
+        if query.get(key) in unsafe
+    ]
+    if off:
+        log.warning(
+            "gallery TLS to %s runs without certificate verification (%s): anyone on the network path "
+            "can pose as the server and read the gallery; give ssl_ca_certs=/path/to/ca.pem instead",
+            parts.hostname,
+            ", ".join(off),
+        )
 
 
 def stop_embedded() -> None:
