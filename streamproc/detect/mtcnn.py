@@ -34,8 +34,8 @@ from streamproc.config import DetectorConfig
 from streamproc.detect.base import Detector
 from streamproc.detect.nms import batched_nms
 from streamproc.errors import ConversionError, ModelError
-from streamproc.models.checkpoint import verify_sha256
 from streamproc.models.fetch import ARTIFACTS
+from streamproc.models.integrity import verify_sha256
 from streamproc.types import Faces
 
 PNET_CELL, PNET_STRIDE = 12, 2

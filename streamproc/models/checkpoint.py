@@ -1,10 +1,9 @@
 """Self-describing checkpoints: a model is rebuilt from its file alone.
 
 The file is a plain dict saved with ``torch.save`` and read with ``weights_only=True``:
-``{"format": FORMAT, "card": ModelCard fields, "state_dict": ...}``. Beside it, ``<file>.sha256``
-records the file's sha256 when it is written; every load checks it, so a corrupted file is an
-error, never a model that silently gives wrong identities. ``verify_sha256`` is the same check for
-weights whose digests are known in advance (MTCNN).
+``{"format": FORMAT, "card": ModelCard fields, "state_dict": ..., "sha256": digest}``. The digest
+(``integrity.weights_digest`` of the card and the tensors) is written with the file and checked
+at every load: a corrupted file is an error, never a model that silently gives wrong identities.
 
 Example:
     >>> card = ModelCard(name="demo", version="v0", arch="nns2", embedding_dim=64, input_size=140)
@@ -26,34 +25,14 @@ import torch
 from torch import nn
 
 from streamproc.errors import ModelError
-from streamproc.models.fetch import sha256_file
+from streamproc.models.integrity import verify_weights, weights_digest
 
 FORMAT = "streamproc-checkpoint/1"
 log = logging.getLogger(__name__)
-_verified: dict[Path, tuple[int, int, str]] = {}  # path -> (size, mtime_ns, sha256) already checked
-
-
-def digest_path(path: Path) -> Path:
-    """Where the sha256 of checkpoint ``path`` is recorded."""
-    return path.with_name(path.name + ".sha256")
-
-
-def recorded_sha256(path: Path) -> str | None:
-    """The sha256 recorded for ``path`` when it was written; None when there is no record."""
-    try:
-        return digest_path(path).read_text().split()[0]
-    except (FileNotFoundError, IndexError):
-        return None
-
-
-def verify_sha256(path: Path, expected: str, hint: str) -> None:
-    """Raise ``ModelError`` (one line, with ``hint`` saying what to do) unless ``path`` hashes to ``expected``."""
-    stat = path.stat()
-    if _verified.get(path) == (stat.st_size, stat.st_mtime_ns, expected):
-        return
-    if sha256_file(path) != expected:
-        raise ModelError(f"{path} is corrupt (its sha256 differs from the one recorded for it): {hint}")
-    _verified[path] = (stat.st_size, stat.st_mtime_ns, expected)
+_HINT = (
+    "a built-in model is made again by `streamproc models fetch NAME`; "
+    "a trained one must be copied again from where it was made"
+)
 
 
 @dataclass(frozen=True)
@@ -107,50 +86,42 @@ class ModelCard:
 
 
 def save_checkpoint(path: Path, model: nn.Module, card: ModelCard) -> Path:
-    """Write atomically, with its sha256 beside it: a crash never leaves a half-written checkpoint
-    under ``path``, and two processes writing the same one never mix their bytes."""
+    """Write atomically with its digest: a crash never leaves a half-written checkpoint under
+    ``path``, and two processes writing the same one never mix their bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = _temp_beside(path)
-    torch.save({"format": FORMAT, "card": card.to_dict(), "state_dict": state}, tmp)
-    digest_tmp = _temp_beside(path)
-    digest_tmp.write_text(f"{sha256_file(tmp)}  {path.name}\n")
-    digest_tmp.replace(digest_path(path))
-    tmp.replace(path)
+    fields = card.to_dict()
+    raw = {"format": FORMAT, "card": fields, "state_dict": state, "sha256": weights_digest(fields, state)}
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(name, 0o644)  # as an ordinary new file (mkstemp makes it private)
+    torch.save(raw, name)
+    Path(name).replace(path)
     return path
 
 
-def _temp_beside(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
 def read_card(path: Path) -> ModelCard:
-    return ModelCard.from_dict(_load_raw(path)["card"])
+    return inspect_checkpoint(path)[0]
+
+
+def inspect_checkpoint(path: Path) -> tuple[ModelCard, bool]:
+    """The card of a checkpoint, verified against its digest; the bool is False when the file holds
+    no digest (written by an older release: it cannot be verified)."""
+    raw = _load_raw(path)
+    return ModelCard.from_dict(raw["card"]), "sha256" in raw
 
 
 def _load_raw(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist")
-    expected = recorded_sha256(path)
-    if expected is None:
-        log.warning(
-            "checkpoint %s has no recorded sha256 (%s): it cannot be verified", path, digest_path(path)
-        )
-    else:
-        verify_sha256(
-            path,
-            expected,
-            "a built-in model is made again by `streamproc models fetch NAME`; "
-            "a trained one must be copied again from where it was made",
-        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises several types for corrupt files
         raise ModelError(f"checkpoint {path} cannot be read: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ModelError(f"checkpoint {path} is not a {FORMAT} file")
+    if not verify_weights(path, raw, _HINT):
+        log.warning("checkpoint %s holds no digest (an older release wrote it): it cannot be verified", path)
     return raw
 
 

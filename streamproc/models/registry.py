@@ -24,9 +24,9 @@ from streamproc.errors import ModelError
 from streamproc.models import fetch
 from streamproc.models.checkpoint import (
     ModelCard,
+    inspect_checkpoint,
     load_checkpoint,
     read_card,
-    recorded_sha256,
     save_checkpoint,
 )
 
@@ -165,15 +165,17 @@ def checkpoint_path(name: str, repair: bool = False) -> Path:
 
 
 def _usable(path: Path, card: ModelCard, name: str, repair: bool) -> bool:
-    if not path.is_file() or recorded_sha256(path) is None:
+    """True when the built-in checkpoint at ``path`` is intact and made by this release."""
+    if not path.is_file():
         return False
     try:
-        return read_card(path) == card  # else made by an older release
+        found, verifiable = inspect_checkpoint(path)
     except ModelError as exc:
         if not repair:
             raise ModelError(f"{exc} (run `streamproc models fetch {name}` to make it again)") from None
         log.warning("%s; making it again", exc)
         return False
+    return verifiable and found == card  # else made by another release
 
 
 def load(name: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Module, ModelCard]:
