@@ -9,11 +9,12 @@ Every section is a frozen pydantic model; unknown keys are an error.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from streamproc.configbase import Section
 from streamproc.errors import ConfigError
@@ -24,18 +25,60 @@ from streamproc.stages.config import AggregateConfig, DetectStageConfig, EmitCon
 
 __all__ = ["Config", "ConfigError", "Section", "load_config", "load_validated", "parse_overrides"]
 SectionT = TypeVar("SectionT", bound=Section)
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
+def check_device(value: str) -> str:
+    """A torch device this machine has: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    >>> check_device("cpu")
+    'cpu'
+    """
+    if not _DEVICE.fullmatch(value):
+        raise ValueError(f"expected cpu, cuda, cuda:N or mps, got {value!r}")
+    if value == "cpu":
+        return value
+    import torch  # only for an accelerator: the CPU default stays cheap to validate
+
+    if value == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("got 'mps' but this machine has no MPS device: use cpu")
+        return value
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(value.partition(":")[2] or 0)
+    if index >= count:
+        raise ValueError(f"got {value!r} but this machine has {count} CUDA device(s): use cpu")
+    return value
+
+
+Device = Annotated[str, AfterValidator(check_device)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class DetectorConfig(Section):
     kind: Literal["mtcnn", "haar"] = Field("mtcnn", description="face detector: MTCNN or OpenCV Haar cascade")
     min_face_size: int = Field(20, ge=8, description="smallest face side in pixels to look for")
-    thresholds: tuple[float, float, float] = Field(
-        (0.6, 0.7, 0.7), description="MTCNN P/R/O-Net score thresholds"
+    thresholds: tuple[Probability, Probability, Probability] = Field(
+        (0.6, 0.7, 0.7), description="MTCNN P/R/O-Net score thresholds, each in [0, 1]"
     )
     scale_factor: float = Field(0.709, gt=0.1, lt=1.0, description="MTCNN image-pyramid scale step")
-    device: str = Field("cpu", description="torch device for the detector")
+    device: Device = Field("cpu", description="torch device for the detector: cpu, cuda, cuda:N or mps")
     pick: Literal["center", "largest", "score"] = Field(
-        "center", description="which face a single-face task (enrol, LFW) takes when there are several"
+        "center", description="which face LFW evaluation and the demo take when a photo has several"
+    )
+    subject_area_ratio: float = Field(
+        2.0,
+        ge=1.0,
+        allow_inf_nan=False,
+        description="enrol / gallery search: the largest face is a photo's subject when its area is at "
+        "least this many times the next largest's",
+    )
+    subject_score_margin: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="enrol / gallery search: or when its detector score beats every other face's by this "
+        "much (and its area is not below 1/subject_area_ratio of the largest); else the photo is ambiguous",
     )
 
 
@@ -48,14 +91,23 @@ class AlignConfig(Section):
     margin: float = Field(
         0.2, ge=0.0, le=1.0, description="crop mode: margin around the box as a fraction of its size"
     )
-    image_size: int = Field(160, ge=32, description="side of the square face crop in pixels")
+    image_size: int = Field(160, ge=32, le=1024, description="side of the square face crop in pixels")
 
 
 class EmbedderConfig(Section):
     model: str = Field("facenet-irv1-128", description="model name in the registry")
     batch_size: int = Field(64, ge=1, description="faces per forward pass")
-    device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
-    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch default")
+    device: Device = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
+    threads: int = Field(0, ge=0, le=256, description="torch intra-op threads; 0 = torch default")
+
+
+class ImageConfig(Section):
+    max_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="refuse still images with more pixels than this (read from the file header, "
+        "before decoding): a small compressed file can expand to gigabytes",
+    )
 
 
 class MetricsConfig(Section):
@@ -73,6 +125,7 @@ class Config(Section):
 
     detector: DetectorConfig = DetectorConfig()
     align: AlignConfig = AlignConfig()
+    image: ImageConfig = ImageConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     gallery: GalleryConfig = GalleryConfig()
     detect: DetectStageConfig = DetectStageConfig()
@@ -145,6 +198,8 @@ def load_validated(
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{what} path {p} is a directory, not a {what} file")
         if not p.is_file():
             raise ConfigError(f"{what} file {p} does not exist")
         try:
@@ -166,7 +221,7 @@ def _problem(error: Any) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key (not a setting of this section; check the spelling)"
-    return f"{where}: {error['msg']}"
+    return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamproc.commands.common import add_config_args, config_from_args
 from streamproc.commands.demo import IMAGE_SUFFIXES, list_people
-from streamproc.commands.gallery import enroll_people
+from streamproc.commands.gallery import add_pick_arg, enroll_people
 from streamproc.errors import ConfigError
 
 
@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="the person in IMAGE...")
     p.add_argument("images", nargs="*", type=Path, help="images of one person (with --name)")
     p.add_argument("--folder", type=Path, help="one sub-folder of images per person (the LFW layout)")
+    add_pick_arg(p)
     add_config_args(p)
     p.set_defaults(handler=_enroll)
 
@@ -35,4 +36,4 @@ def _enroll(args: argparse.Namespace) -> int:
         people = {args.name: list(args.images)}
     else:
         raise ConfigError("nothing to enrol: give --name NAME IMAGE... or --folder DIR")
-    return enroll_people(config, people)
+    return enroll_people(config, people, pick=args.pick, what="folder" if args.folder else "name")

@@ -13,14 +13,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from streamproc.align import PickPolicy
 from streamproc.commands import calibrate
 from streamproc.commands.common import add_config_args, config_from_args
 from streamproc.config import Config
 from streamproc.errors import InputError, UnknownIdentity
 from streamproc.faces import FacePipeline, read_image
 from streamproc.gallery import policy
-from streamproc.gallery.base import GalleryStore
+from streamproc.gallery.base import GalleryStore, check_name
 from streamproc.gallery.cluster import Cluster
+from streamproc.gallery.config import check_threshold
 from streamproc.gallery.redis_store import RedisGalleryStore
 
 
@@ -41,22 +43,25 @@ class Enrolled:
     rejected: list[tuple[Path, str]]
 
 
-def embed_person(pipeline: FacePipeline, name: str, images: list[Path], progress: tqdm) -> Enrolled:
-    """One embedding per image that holds exactly one face; the others are rejected with a reason."""
+def embed_person(
+    pipeline: FacePipeline, name: str, images: list[Path], progress: tqdm, pick: PickPolicy | None = None
+) -> Enrolled:
+    """One embedding per image: its subject (``choose_subject``, or ``pick``); the images without a
+    clear subject are rejected with the reason."""
     rows, crops, rejected = [], [], []
     for path in images:
         progress.set_postfix_str(name[:24])
         try:
-            faces, face_crops = pipeline.analyse(read_image(path))
+            image = read_image(path, pipeline.config.image.max_pixels)
+            faces, face_crops, subject = pipeline.analyse_subject(image, pick)
         except InputError as exc:
-            rejected.append((path, str(exc)))
+            rejected.append((path, str(exc).removeprefix(f"{path}: ")))  # the caller names the path
         else:
-            if len(faces) == 1:
-                rows.append(faces.embedding[0])  # type: ignore[index]
-                crops.append(face_crops[0])
+            if subject.index is None:
+                rejected.append((path, subject.reason))
             else:
-                reason = "no face found" if len(faces) == 0 else f"{len(faces)} faces found, expected one"
-                rejected.append((path, reason))
+                rows.append(faces.embedding[subject.index])  # type: ignore[index]
+                crops.append(face_crops[subject.index])
         progress.update()
     dim = pipeline.embedder.card.embedding_dim
     size = pipeline.config.align.image_size
@@ -68,14 +73,38 @@ def embed_person(pipeline: FacePipeline, name: str, images: list[Path], progress
     )
 
 
-def enroll_people(config: Config, people: dict[str, list[Path]], *, quiet: bool = False) -> int:
-    """Enrol every person; returns the exit code (1 when any image was rejected)."""
-    pipeline = FacePipeline(config)
+def usable_names(people: dict[str, list[Path]], what: str) -> tuple[dict[str, list[Path]], int]:
+    """The people whose names a gallery takes, checked before any image is embedded; the others are
+    reported (one line each) and their image count returned."""
+    usable, skipped = {}, 0
+    for name, images in people.items():
+        try:
+            check_name(name)
+        except InputError as exc:
+            print(f"rejected {what} {name!r} ({len(images)} image(s)): {exc}", file=sys.stderr)
+            skipped += len(images)
+        else:
+            usable[name] = images
+    return usable, skipped
+
+
+def enroll_people(
+    config: Config,
+    people: dict[str, list[Path]],
+    *,
+    quiet: bool = False,
+    pick: PickPolicy | None = None,
+    what: str = "name",
+) -> int:
+    """Enrol every person; returns the exit code (1 when any image or name was rejected)."""
     total = sum(len(v) for v in people.values())
-    failed = 0
+    people, failed = usable_names(people, what)
+    bad_names = failed
+    pipeline = FacePipeline(config)
     with open_store(config) as store, tqdm(total=total, desc="enroll", unit="img", disable=quiet) as bar:
+        bar.update(bad_names)
         for name, images in people.items():
-            person = embed_person(pipeline, name, images, bar)
+            person = embed_person(pipeline, name, images, bar, pick)
             for path, reason in person.rejected:
                 tqdm.write(f"rejected {path}: {reason}", file=sys.stderr)
             failed += len(person.rejected)
@@ -85,8 +114,18 @@ def enroll_people(config: Config, people: dict[str, list[Path]], *, quiet: bool 
             crops = person.crops if config.gallery.retain_crops else None
             ident = store.enroll(name, person.embeddings, pipeline.model_version, crops=crops)
             tqdm.write(f"{name}: {len(person.embeddings)} image(s) enrolled ({ident.embeddings})")
-    print(f"enrolled {total - failed} of {total} images; {failed} rejected")
+    note = f" ({bad_names} for an unusable {what})" if bad_names else ""
+    print(f"enrolled {total - failed} of {total} images; {failed} rejected{note}")
     return 1 if failed else 0
+
+
+def add_pick_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pick",
+        choices=["largest", "center", "score"],
+        help="with several faces in a photo, take this one (default: the clearly dominant face; "
+        "photos with two comparable faces are rejected)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,8 +135,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", type=Path)
     p.add_argument("-k", type=int, default=5, help="candidates to show")
     p.add_argument(
-        "--threshold", type=float, help="squared-L2 threshold (default: the model's calibrated one)"
+        "--threshold",
+        type=float,
+        help="squared-L2 threshold in (0, 4] (default: the model's calibrated one)",
     )
+    add_pick_arg(p)
+    p.add_argument("--all-faces", action="store_true", help="search every face found, not only the subject")
     p.set_defaults(handler=_search)
     p = cmds.add_parser("list", help="every identity")
     p.set_defaults(handler=_list)
@@ -131,13 +174,18 @@ def _search(args: argparse.Namespace) -> int:
     from streamproc.gallery.index import GalleryIndex
 
     config = config_from_args(args)
+    threshold = None if args.threshold is None else check_threshold(args.threshold)
     pipeline = FacePipeline(config)
-    faces, _ = pipeline.analyse(read_image(args.image))
-    if len(faces) == 0:
+    faces, _, subject = pipeline.analyse_subject(read_image(args.image, config.image.max_pixels), args.pick)
+    if not args.all_faces:
+        if subject.index is None:
+            raise InputError(f"{args.image}: {subject.reason}")
+        faces = faces[subject.index]
+    elif len(faces) == 0:
         raise InputError(f"{args.image}: no face found")
-    if args.threshold is not None:
+    if threshold is not None:
         config = config.model_copy(
-            update={"gallery": config.gallery.model_copy(update={"threshold": args.threshold})}
+            update={"gallery": config.gallery.model_copy(update={"threshold": threshold})}
         )
     with open_store(config) as store:
         index = GalleryIndex.load(store, pipeline.model_version, match=config.gallery.match)

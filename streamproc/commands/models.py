@@ -46,13 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _fetch(args: argparse.Namespace) -> int:
     for name in fetch.ARTIFACTS:
         folder = fetch.fetch(name)
+        if fetch.verify(name):  # a damaged cache: fetch it again
+            folder = fetch.fetch(name, force=True)
         problems = fetch.verify(name)
         status = "ok" if not problems else "; ".join(problems)
         print(f"{name:<14} {status:<4} {folder}")
         if problems:
             return 1
     for name in args.names or [registry.DEFAULT_MODEL]:
-        path = registry.checkpoint_path(name)
+        path = registry.checkpoint_path(name, repair=True)
         card = registry.card(name)
         print(f"{card.key:<14} ok   {path}")
     return 0

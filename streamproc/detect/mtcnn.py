@@ -34,9 +34,13 @@ from streamproc.config import DetectorConfig
 from streamproc.detect.base import Detector
 from streamproc.detect.nms import batched_nms
 from streamproc.errors import ConversionError, ModelError
+from streamproc.models.fetch import ARTIFACTS
+from streamproc.models.integrity import verify_sha256
 from streamproc.types import Faces
 
 PNET_CELL, PNET_STRIDE = 12, 2
+# the only MTCNN weights these nets take: the fetched files' digests, checked at every load
+WEIGHTS_SHA256 = {member.rsplit("/", 1)[-1]: digest for member, digest in ARTIFACTS["mtcnn"].members.items()}
 
 
 def _flatten_caffe(x: torch.Tensor) -> torch.Tensor:
@@ -108,11 +112,19 @@ class ONet(nn.Module):
         return torch.softmax(self.dense6_1(x), dim=1)[:, 1], self.dense6_2(x), self.dense6_3(x)
 
 
-def load_net(net: nn.Module, path: Path) -> nn.Module:
-    """Load a state dict strictly; name and shape mismatches raise ``ConversionError``."""
+def load_net(net: nn.Module, path: Path, sha256: str | None = None) -> nn.Module:
+    """Load a state dict strictly, after checking the file's ``sha256`` when given (the same checks
+    as ``checkpoint``): corrupt bytes, a truncated file, name or shape mismatches are ``ModelError`` s."""
     if not path.is_file():
-        raise ModelError(f"MTCNN weights {path} not found; run `streamproc models fetch mtcnn`")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise ModelError(f"MTCNN weights {path} not found; run `streamproc models fetch`")
+    if sha256 is not None:
+        verify_sha256(path, sha256, "run `streamproc models fetch` to fetch the MTCNN weights again")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt files
+        raise ModelError(
+            f"MTCNN weights {path} cannot be read ({exc}); run `streamproc models fetch`"
+        ) from exc
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -219,9 +231,9 @@ class MTCNN(Detector):
         self.config = config
         self.device = torch.device(config.device)
         weights_dir = Path(weights_dir)
-        self.pnet = load_net(PNet(), weights_dir / "pnet.pt").to(self.device)
-        self.rnet = load_net(RNet(), weights_dir / "rnet.pt").to(self.device)
-        self.onet = load_net(ONet(), weights_dir / "onet.pt").to(self.device)
+        self.pnet = load_net(PNet(), weights_dir / "pnet.pt", WEIGHTS_SHA256["pnet.pt"]).to(self.device)
+        self.rnet = load_net(RNet(), weights_dir / "rnet.pt", WEIGHTS_SHA256["rnet.pt"]).to(self.device)
+        self.onet = load_net(ONet(), weights_dir / "onet.pt", WEIGHTS_SHA256["onet.pt"]).to(self.device)
 
     @torch.inference_mode()
     def _detect(self, images: list[np.ndarray]) -> list[Faces]:

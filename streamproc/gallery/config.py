@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from streamproc.errors import ConfigError
 from streamproc.sources.config import redact_uri
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# squared L2 between unit vectors lies in [0, 4]; 0 would accept nothing
+Distance = Annotated[float, Field(gt=0.0, le=4.0, allow_inf_nan=False)]
+
+
+def check_threshold(value: float, what: str = "--threshold") -> float:
+    """``value`` as a distance threshold, validated like ``gallery.threshold``.
+
+    >>> check_threshold(float("nan"))
+    Traceback (most recent call last):
+    streamproc.errors.ConfigError: --threshold: Input should be a finite number, got nan
+    """
+    try:
+        return TypeAdapter(Distance).validate_python(value)
+    except ValidationError as exc:
+        raise ConfigError(f"{what}: {exc.errors()[0]['msg']}, got {value!r}") from None
 
 
 class GalleryConfig(BaseModel):
@@ -49,10 +65,8 @@ class GalleryConfig(BaseModel):
         False, description="keep aligned enrollment crops (needed to re-embed for a new model version)"
     )
     k: int = Field(5, ge=1, le=1000, description="candidates returned per probe by a gallery search")
-    threshold: float | None = Field(
+    threshold: Distance | None = Field(
         None,
-        gt=0.0,
-        le=4.0,
         description="largest squared L2 distance that names a person; None = chosen for the target "
         "fpir (the gallery's calibration, else the model's FAR curve at the gallery's size)",
     )
@@ -62,8 +76,8 @@ class GalleryConfig(BaseModel):
         lt=1.0,
         description="target false-positive identification rate: the fraction of strangers given a name",
     )
-    cluster_threshold: float = Field(
-        1.0, gt=0.0, le=4.0, description="squared L2 distance below which unknown faces are merged"
+    cluster_threshold: Distance = Field(
+        1.0, description="squared L2 distance below which unknown faces are merged"
     )
     cluster_linkage: Literal["average", "complete", "single"] = Field(
         "average", description="agglomerative linkage used to group unknown faces"

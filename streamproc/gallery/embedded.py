@@ -10,11 +10,14 @@
   this process or of the machine (``everysec`` could lose the last second, which for a gallery of
   people who were told they are enrolled is not acceptable; enrollment is rare, so the cost is
   irrelevant). RDB snapshots are off; the AOF is compacted by the server's automatic rewrite;
-* one server per data folder: the first process takes an exclusive lock on ``embedded.lock`` and
-  writes the address to ``embedded.json`` (mode 600); other processes find it there and connect to
-  the same server, which lives as long as its owner (``stop``, ``with`` exit, interpreter exit; on
-  Linux the server also gets SIGTERM when the owner dies, if the owner started it from its main
-  thread).
+* one server per data folder, shared by every process using it: starting and stopping happen
+  under an exclusive lock on ``embedded.lock``; the first process starts the server (in a session
+  of its own, so a Ctrl-C meant for that process does not reach it) and writes the address to
+  ``embedded.json`` (mode 600); the others find it there. Every process using the server holds a
+  shared lock on ``embedded.users`` (the kernel drops it when the process ends, even by SIGKILL);
+  the one that stops while no other holds it stops the server. The server thus outlives the
+  process that started it as long as another one uses it; one left by processes that were all
+  killed is taken over by the next process and stopped when that one stops.
 
 >>> with EmbeddedRedis(tmp_dir) as server:                                    # doctest: +SKIP
 ...     connect(server.url).ping()
@@ -25,22 +28,21 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -52,7 +54,6 @@ from streamproc.errors import GalleryUnavailable
 log = logging.getLogger(__name__)
 
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
-_PR_SET_PDEATHSIG = 1
 
 
 def client_kwargs() -> dict[str, Any]:
@@ -92,11 +93,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class EmbeddedRedis:
     """A private Redis-compatible server on loopback with AOF in ``data_dir``; a context manager.
 
@@ -120,9 +116,9 @@ class EmbeddedRedis:
         self.binary = binary
         self.startup_timeout = startup_timeout
         self.url = ""
-        self.owner = False
+        self.owner = False  # this object started the server
         self._proc: subprocess.Popen[bytes] | None = None
-        self._lock_file: IO[str] | None = None
+        self._users: IO[str] | None = None  # our shared lock on embedded.users while we use the server
 
     @property
     def pid(self) -> int | None:
@@ -140,55 +136,32 @@ class EmbeddedRedis:
         self.stop()
 
     def start(self) -> str:
-        """Start the server, or attach to the one another process runs on ``data_dir``; returns its URL."""
-        if self.running or (self.url and not self.owner):
+        """Start the server, or attach to the one serving ``data_dir`` already; returns its URL."""
+        if self.url and _answers(self.url):
             return self.url
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # biometric data lives here
-        if self._lock_file is None:
-            lock_file = open(self.data_dir / "embedded.lock", "a+")  # noqa: SIM115 - held while running
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock_file.close()
-                self.url = self._attach()
-                return self.url
-            self._lock_file = lock_file
-        self.owner = True
-        self._stop_orphan()
-        last_error = ""
-        for _ in range(3):  # a free TCP port can be taken between probe and bind: try again
-            url, args = self._command()
-            self._proc = subprocess.Popen(
-                args,
-                cwd=self.data_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if self._in_main_thread_on_linux() else None,
-            )
-            ok, last_error = self._wait_ready(url)
-            if ok:
-                self.url = url
-                info = json.dumps({"url": url, "pid": self._proc.pid}).encode()
-                fd = os.open(self.data_dir / "embedded.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as f:  # holds the password: never readable by others
-                    f.write(info)
-                atexit.register(self.stop)
-                log.info("embedded gallery server pid %d at %s", self._proc.pid, self.data_dir)
-                return url
-            self._terminate()
-        self._release_lock()
-        raise GalleryUnavailable(f"embedded gallery server did not start in {self.data_dir}: {last_error}")
+        with self._mutex():
+            url = self._running_url()
+            if url is None:
+                url = self._spawn()
+                self.owner = True
+            if self._users is None:
+                users = open(self.data_dir / "embedded.users", "a+")  # noqa: SIM115 - held while in use
+                fcntl.flock(users, fcntl.LOCK_SH)
+                self._users = users
+            self.url = url
+        atexit.register(self.stop)
+        return url
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM: it flushes the AOF and exits) if this object started it."""
+        """Stop using the server; the last process using it stops it (SIGTERM or SHUTDOWN: the AOF
+        is flushed)."""
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-        if self._proc is not None:
-            self._terminate()
-            with contextlib.suppress(FileNotFoundError):
-                (self.data_dir / "embedded.json").unlink()
-        self._release_lock()
+        if self._users is not None or self._proc is not None:
+            with self._mutex():
+                if self._release_users_was_last():
+                    self._stop_server()
         self.url = ""
         self.owner = False
 
@@ -246,41 +219,72 @@ class EmbeddedRedis:
         finally:
             client.close()
 
-    def _attach(self) -> str:
-        """Another process owns the server: read its address and wait until it answers."""
-        deadline = time.monotonic() + self.startup_timeout
-        info_path = self.data_dir / "embedded.json"
-        while time.monotonic() < deadline:
-            with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-                url = str(json.loads(info_path.read_text())["url"])
-                client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
-                try:
-                    if client.ping():
-                        return url
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    pass
-                finally:
-                    client.close()
-            time.sleep(0.05)
-        raise GalleryUnavailable(
-            f"the embedded gallery in {self.data_dir} is locked by another process but not answering; "
-            "stop that process or set STREAMPROC_REDIS_URL"
-        )
+    def _spawn(self) -> str:
+        last_error = ""
+        for _ in range(3):  # a free TCP port can be taken between probe and bind: try again
+            url, args = self._command()
+            self._proc = subprocess.Popen(
+                args,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # outlives us while others use it; no terminal Ctrl-C
+            )
+            ok, last_error = self._wait_ready(url)
+            if ok:
+                info = json.dumps({"url": url, "pid": self._proc.pid}).encode()
+                fd = os.open(self.data_dir / "embedded.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:  # holds the password: never readable by others
+                    f.write(info)
+                log.info("embedded gallery server pid %d at %s", self._proc.pid, self.data_dir)
+                return url
+            self._terminate()
+        raise GalleryUnavailable(f"embedded gallery server did not start in {self.data_dir}: {last_error}")
 
-    def _stop_orphan(self) -> None:
-        """A server left by an owner that died without stopping it must not share our AOF."""
-        info_path = self.data_dir / "embedded.json"
+    def _running_url(self) -> str | None:
+        """The URL of a server already serving this folder (started by any process), if it answers."""
         with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-            info = json.loads(info_path.read_text())
-            client = redis.Redis.from_url(str(info["url"]), socket_connect_timeout=1.0, socket_timeout=5.0)
+            url = str(json.loads((self.data_dir / "embedded.json").read_text())["url"])
+            if _answers(url, wait_s=self.startup_timeout):
+                return url
+        return None
+
+    @contextlib.contextmanager
+    def _mutex(self) -> Iterator[None]:
+        """Start and stop decisions, one process at a time."""
+        with open(self.data_dir / "embedded.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _release_users_was_last(self) -> bool:
+        """Drop our shared lock; True when no other process holds one (the server is ours to stop)."""
+        if self._users is not None:
+            self._users.close()  # closing drops the lock
+            self._users = None
+        with open(self.data_dir / "embedded.users", "a+") as probe:
             try:
-                client.ping()
-                client.shutdown()
-                log.warning("stopped an orphaned embedded gallery server (pid %s)", info.get("pid"))
-            except (redis.ConnectionError, redis.TimeoutError, OSError, redis.ResponseError):
-                pass
-            finally:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+    def _stop_server(self) -> None:
+        info_path = self.data_dir / "embedded.json"
+        if self._proc is not None:
+            self._terminate()
+        else:  # started by a process that has gone: ask it to shut down
+            with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+                info = json.loads(info_path.read_text())
+                client = redis.Redis.from_url(
+                    str(info["url"]), socket_connect_timeout=1.0, socket_timeout=15.0
+                )
+                with contextlib.suppress(redis.RedisError, OSError):
+                    client.shutdown()
                 client.close()
+                _wait_gone(int(info["pid"]), timeout_s=15.0)
+        with contextlib.suppress(FileNotFoundError):
+            info_path.unlink()
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
@@ -293,13 +297,6 @@ class EmbeddedRedis:
             proc.kill()
             proc.wait()
 
-    def _release_lock(self) -> None:
-        if self._lock_file is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
-
     def _log_tail(self) -> str:
         path = self.data_dir / "server.log"
         try:
@@ -307,9 +304,33 @@ class EmbeddedRedis:
         except OSError:
             return str(path)
 
-    @staticmethod
-    def _in_main_thread_on_linux() -> bool:
-        return sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+
+def _answers(url: str, wait_s: float = 0.0) -> bool:
+    """True when a server answers at ``url`` (waiting up to ``wait_s`` while it loads its AOF)."""
+    deadline = time.monotonic() + wait_s
+    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    try:
+        while True:
+            try:
+                return bool(client.ping())
+            except redis.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                return False
+    finally:
+        client.close()
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
 
 
 _embedded: dict[Path, EmbeddedRedis] = {}
@@ -330,10 +351,38 @@ def connect(url: str | None, data_dir: Path | str | None = None) -> redis.Redis:
             if server is None:
                 server = _embedded[folder] = EmbeddedRedis(folder)
             url = server.start()
+    warn_if_unverified(url)
     try:
         return redis.Redis.from_url(url, **client_kwargs())
     except ValueError as exc:
         raise GalleryUnavailable(f"gallery URL is not usable: {exc}") from None
+
+
+def warn_if_unverified(url: str) -> None:
+    """Log a warning when a ``rediss://`` URL turns certificate or host name checks off.
+
+    redis-py reads TLS options from the URL's query: ``ssl_ca_certs=PATH`` (a private CA),
+    ``ssl_certfile`` / ``ssl_keyfile`` (client certificates), ``ssl_cert_reqs=none`` and
+    ``ssl_check_hostname=false`` (checks off: a warning here)."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return
+    query = {k.lower(): v.lower() for k, v in parse_qsl(parts.query)}
+    off = [
+        f"{key}={query[key]}"
+        for key, unsafe in (
+            ("ssl_cert_reqs", ("none", "cert_none")),
+            ("ssl_check_hostname", ("false", "0", "no", "f", "n")),
+        )
+        if query.get(key) in unsafe
+    ]
+    if off:
+        log.warning(
+            "gallery TLS to %s runs without certificate verification (%s): anyone on the network path "
+            "can pose as the server and read the gallery; give ssl_ca_certs=/path/to/ca.pem instead",
+            parts.hostname,
+            ", ".join(off),
+        )
 
 
 def stop_embedded() -> None:

@@ -45,6 +45,7 @@ from redis.client import Pipeline
 
 from streamproc import env
 from streamproc.errors import GalleryError, InputError, UnknownIdentity
+from streamproc.gallery.aof import rewrite_aof
 from streamproc.gallery.base import Identity, Unknowns
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.embedded import connect
@@ -229,7 +230,9 @@ class RedisGalleryStore(RedisReplicaReads):
             erased.append(identity)
             return identity
 
-        return self._tx(tx, self._names())
+        identity = self._tx(tx, self._names())
+        self._call(lambda: rewrite_aof(self._r))  # the AOF still holds the erased rows until rewritten
+        return identity
 
     def _get(self, name: str) -> Identity:
         ident = self._id_of(name)
@@ -359,7 +362,10 @@ class RedisGalleryStore(RedisReplicaReads):
                     gone += int(pipe.execute()[0])
             return gone
 
-        return self._call(run)
+        gone = self._call(run)
+        if gone:
+            self._call(lambda: rewrite_aof(self._r))
+        return gone
 
     def _promote(
         self, ids: list[str], name: str, model_version: str, metadata: dict[str, Any] | None

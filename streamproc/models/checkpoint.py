@@ -1,7 +1,9 @@
 """Self-describing checkpoints: a model is rebuilt from its file alone.
 
 The file is a plain dict saved with ``torch.save`` and read with ``weights_only=True``:
-``{"format": FORMAT, "card": ModelCard fields, "state_dict": ...}``.
+``{"format": FORMAT, "card": ModelCard fields, "state_dict": ..., "sha256": digest}``. The digest
+(``integrity.weights_digest`` of the card and the tensors) is written with the file and checked
+at every load: a corrupted file is an error, never a model that silently gives wrong identities.
 
 Example:
     >>> card = ModelCard(name="demo", version="v0", arch="nns2", embedding_dim=64, input_size=140)
@@ -12,6 +14,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +25,14 @@ import torch
 from torch import nn
 
 from streamproc.errors import ModelError
+from streamproc.models.integrity import verify_weights, weights_digest
 
 FORMAT = "streamproc-checkpoint/1"
+log = logging.getLogger(__name__)
+_HINT = (
+    "a built-in model is made again by `streamproc models fetch NAME`; "
+    "a trained one must be copied again from where it was made"
+)
 
 
 @dataclass(frozen=True)
@@ -78,17 +89,29 @@ class ModelCard:
 
 
 def save_checkpoint(path: Path, model: nn.Module, card: ModelCard) -> Path:
-    """Write atomically: a crash never leaves a half-written checkpoint under ``path``."""
+    """Write atomically with its digest: a crash never leaves a half-written checkpoint under
+    ``path``, and two processes writing the same one never mix their bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "card": card.to_dict(), "state_dict": state}, tmp)
-    tmp.replace(path)
+    fields = card.to_dict()
+    raw = {"format": FORMAT, "card": fields, "state_dict": state, "sha256": weights_digest(fields, state)}
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(name, 0o644)  # as an ordinary new file (mkstemp makes it private)
+    torch.save(raw, name)
+    Path(name).replace(path)
     return path
 
 
 def read_card(path: Path) -> ModelCard:
-    return ModelCard.from_dict(_load_raw(path)["card"])
+    return inspect_checkpoint(path)[0]
+
+
+def inspect_checkpoint(path: Path) -> tuple[ModelCard, bool]:
+    """The card of a checkpoint, verified against its digest; the bool is False when the file holds
+    no digest (written by an older release: it cannot be verified)."""
+    raw = _load_raw(path)
+    return ModelCard.from_dict(raw["card"]), "sha256" in raw
 
 
 def _load_raw(path: Path) -> dict[str, Any]:
@@ -100,6 +123,8 @@ def _load_raw(path: Path) -> dict[str, Any]:
         raise ModelError(f"checkpoint {path} cannot be read: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ModelError(f"checkpoint {path} is not a {FORMAT} file")
+    if not verify_weights(path, raw, _HINT):
+        log.warning("checkpoint %s holds no digest (an older release wrote it): it cannot be verified", path)
     return raw
 
 

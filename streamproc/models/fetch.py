@@ -241,12 +241,13 @@ def _extract_members(
                 raise FetchError(f"{art.name}: {name} has sha256 {digest}, expected {expected}")
 
 
-def fetch(name: str) -> Path:
-    """Return the cache folder holding artifact ``name``, downloading it first if needed."""
+def fetch(name: str, force: bool = False) -> Path:
+    """Return the cache folder holding artifact ``name``, downloading it first if needed (or when
+    ``force``: a cached copy that fails ``verify``)."""
     if name not in ARTIFACTS:
         raise ModelError(f"unknown artifact {name!r}; known: {', '.join(sorted(ARTIFACTS))}")
     dest = artifact_dir(name)
-    if is_cached(name):
+    if is_cached(name) and not force:
         return dest
     art = ARTIFACTS[name]
     archive = _download_archive(art, env.cache_dir() / "downloads")

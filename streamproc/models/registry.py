@@ -22,7 +22,13 @@ from torch import nn
 from streamproc import env
 from streamproc.errors import ModelError
 from streamproc.models import fetch
-from streamproc.models.checkpoint import ModelCard, load_checkpoint, read_card, save_checkpoint
+from streamproc.models.checkpoint import (
+    ModelCard,
+    inspect_checkpoint,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "facenet-irv1-128"
@@ -143,8 +149,10 @@ def is_materialised(name: str) -> bool:
     return (models_dir() / f"{name}.pt").is_file()
 
 
-def checkpoint_path(name: str) -> Path:
-    """The checkpoint for ``name``, making a built-in one from fetched weights when missing."""
+def checkpoint_path(name: str, repair: bool = False) -> Path:
+    """The checkpoint for ``name``, making a built-in one from fetched weights when missing, made
+    by an older release, or without a recorded sha256. A corrupt one is an error, or with ``repair``
+    (``models fetch``) made again."""
     index = _read_index()
     if name in index:
         return Path(index[name]["path"])
@@ -152,11 +160,25 @@ def checkpoint_path(name: str) -> Path:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(names())}")
     path = models_dir() / f"{name}.pt"
     spec = BUILTIN[name]
-    if not path.is_file() or read_card(path) != spec.card:  # missing, or made by an older release
+    if not _usable(path, spec.card, name, repair):
         log.info("converting %s from %s", name, spec.artifact)
         model = spec.make(fetch.fetch(spec.artifact))
         save_checkpoint(path, model, spec.card)
     return path
+
+
+def _usable(path: Path, card: ModelCard, name: str, repair: bool) -> bool:
+    """True when the built-in checkpoint at ``path`` is intact and made by this release."""
+    if not path.is_file():
+        return False
+    try:
+        found, verifiable = inspect_checkpoint(path)
+    except ModelError as exc:
+        if not repair:
+            raise ModelError(f"{exc} (run `streamproc models fetch {name}` to make it again)") from None
+        log.warning("%s; making it again", exc)
+        return False
+    return verifiable and found == card  # else made by another release
 
 
 def load(name: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Module, ModelCard]:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 
@@ -39,6 +40,7 @@ from streamproc.stages.track import TrackStage
 from streamproc.types import Crops
 
 log = logging.getLogger(__name__)
+WATCH_S = 0.1  # how often the stop watcher looks at stop() and the deadline
 
 
 class LocalRunner(Runner):
@@ -86,6 +88,14 @@ class LocalRunner(Runner):
         started = time.monotonic()
         outlet.start_clock()
         deadline = None if duration_s is None else started + duration_s
+        done = threading.Event()
+        watcher = threading.Thread(
+            target=self._interrupt_at_stop,
+            args=(list(chains), deadline, done),
+            name="local-stop",
+            daemon=True,
+        )
+        watcher.start()
         try:
             while chains:
                 try:
@@ -98,9 +108,23 @@ class LocalRunner(Runner):
                     self._stop.set()
             return outlet.summary(self.name, time.monotonic() - started)
         finally:
+            done.set()
             for chain in chains:
                 chain.close()
             outlet.close()
+
+    def _interrupt_at_stop(
+        self, chains: list[StreamChain], deadline: float | None, done: threading.Event
+    ) -> None:
+        """At ``stop()`` or the deadline, close every source from this thread: a source blocked opening
+        a stream or waiting between reconnects (a refused camera retries forever) wakes up and ends,
+        so the run loop gets to decide the open tracks and return."""
+        while not done.wait(WATCH_S):
+            if self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                self._stop.set()
+                for chain in chains:
+                    chain.source.close()
+                return
 
     def _round(self, chains: list[StreamChain], outlet: Outlet, stop: bool) -> list[StreamChain]:
         """One batch of every open stream; returns the streams still open."""

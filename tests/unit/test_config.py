@@ -47,3 +47,34 @@ def test_bad_config(tmp_path: Path, yaml_text: str, overrides: list[str], messag
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("/nonexistent/config.yaml")
+
+
+# Settings that used to pass validation and then crash (issue 16 #6, #9): each is refused up front.
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("align.image_size=100000", r"align\.image_size"),
+        ("embedder.threads=100000", r"embedder\.threads"),
+        ("embedder.device=cuda:7", r"embedder\.device: .*cuda:7"),
+        ("detector.device=meta", r"detector\.device: .*meta"),
+        ("detector.device=gpu", r"detector\.device: .*gpu"),
+        ("detector.thresholds=[2, -1, .nan]", r"detector\.thresholds"),
+        ("detector.thresholds=[0.6, 0.7, .nan]", r"detector\.thresholds"),
+        ("detector.thresholds=[0.6, 0.7, 1.5]", r"detector\.thresholds"),
+        ("image.max_pixels=0", r"image\.max_pixels"),
+    ],
+)
+def test_settings_that_would_crash_later_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(None, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_cpu_devices_pass() -> None:
+    cfg = load_config(None, ["embedder.device=cpu", "detector.device=cpu", "embedder.threads=4"])
+    assert (cfg.embedder.device, cfg.detector.device) == ("cpu", "cpu")
+
+
+def test_config_path_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)

@@ -32,10 +32,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_enroll_search_delete(
     capsys: pytest.CaptureFixture[str], data_dir: Path, celebrity_dir: Path
 ) -> None:
-    # Multi-face training images are rejected by name, the rest enrol, exit code 1 says some failed.
+    # Photos of two comparable faces are rejected by name, the rest enrol, exit code 1 says some failed.
     code, out, err = run(capsys, "enroll", "--folder", str(celebrity_dir / "train"))
     assert code == 1
-    assert "faces found, expected one" in err and "enrolled" in out
+    assert "none is clearly the subject" in err and "enrolled" in out
     code, out, _ = run(capsys, "gallery", "list")
     assert code == 0 and "5 identities" in out
 
@@ -78,3 +78,56 @@ def test_enroll_rejects_an_image_without_a_face(
     cv2.imwrite(str(blank), np.full((120, 120, 3), 128, np.uint8))
     code, _, err = run(capsys, "enroll", "--name", "nobody", str(blank))
     assert code == 1 and f"rejected {blank}: no face found" in err
+
+
+def lfw_photo(lfw_dir: Path, person: str) -> Path:
+    return sorted((lfw_dir / "lfw-deepfunneled" / person).glob("*.jpg"))[0]
+
+
+@pytest.mark.parametrize("threshold", ["nan", "-1", "inf", "0", "5"])
+def test_search_refuses_a_threshold_that_is_not_a_distance(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, lfw_dir: Path, threshold: str
+) -> None:
+    probe = lfw_photo(lfw_dir, "Aaron_Peirsol")
+    code, out, err = run(capsys, "gallery", "search", str(probe), "--threshold", threshold)
+    assert code == 2 and err.startswith("error: --threshold") and err.count("\n") == 1, (out, err)
+
+
+def test_image_paths_that_are_not_files_are_named_for_what_they_are(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path
+) -> None:
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    folder = tmp_path / "photos.jpg"
+    folder.mkdir()
+    for path, message in [(folder, "is a directory, not an image file"), (loop, "symbolic link loop")]:
+        code, _, err = run(capsys, "gallery", "search", str(path))
+        assert code == 2 and message in err, err
+
+
+def test_a_rejection_names_the_path_once(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image\n")
+    code, _, err = run(capsys, "enroll", "--name", "nobody", str(notes))
+    line = next(line for line in err.splitlines() if line.startswith("rejected "))
+    assert code == 1 and line.count(str(notes)) == 1, line
+
+
+def test_enroll_folder_rejects_only_the_folder_with_a_bad_name(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, lfw_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    people = ["Aaron_Peirsol", "Abdullah_Gul", "Adrien_Brody"]
+    for i, person in enumerate(people):
+        name = "Aa\x07Bad" if i == 0 else person  # sorted first: it used to abort the whole run
+        (tmp_path / name).mkdir()
+        shutil.copy(lfw_photo(lfw_dir, person), tmp_path / name / "1.jpg")
+    code, out, err = run(capsys, "enroll", "--folder", str(tmp_path))
+    assert code == 1, (out, err)
+    assert "contains control characters" in err and "rejected folder" in err, err
+    assert "enrolled 2 of 3 images; 1 rejected" in out, out
+    code, out, _ = run(capsys, "gallery", "list")
+    assert "Abdullah_Gul" in out and "Adrien_Brody" in out

@@ -30,7 +30,7 @@ def test_demo_names_the_enrolled_and_no_stranger(
     assert (own_data_dir / "demo" / "demo.mp4").stat().st_size > 0
     summary = next(line for line in out.splitlines() if line.startswith("appearances of enrolled people:"))
     numbers = [int(w.strip(",;:")) for w in summary.split() if w.strip(",;:").isdigit()]
-    people, right, wrong, unknown, strangers, stranger_unknown, stranger_named = numbers
+    people, right, wrong, unknown, strangers, _, stranger_named = numbers
     assert people + strangers == 25 and right + wrong + unknown == people, summary
     assert wrong == 0 and stranger_named == 0, out
     assert right >= people - 2, out

@@ -6,6 +6,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,3 +56,39 @@ def test_sigterm_ends_the_run_like_ctrl_c(
     assert proc.returncode == 0, out
     summary = next(line for line in out.splitlines() if line.startswith("local runner:"))
     assert int(summary.split(" from ")[1].split()[0]) > 0, summary
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("how", ["duration", "SIGTERM", "SIGINT"])
+def test_the_local_runner_stops_while_it_retries_a_refused_camera(
+    tmp_path: Path, mtcnn_weights_dir: Path, facenet_keras_h5: Path, how: str
+) -> None:
+    """A camera that refuses every connection is retried forever, but ``--duration``, SIGTERM and
+    Ctrl-C still end the run at once: the wait between reconnects is interruptible."""
+    env = {**os.environ, "STREAMPROC_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamproc.cli", "run", "--runner", "local", "--set", "embedder.threads=1"]
+    cmd += ["--source", f"rtsp://127.0.0.1:{free_port()}/x"]
+    if how == "duration":
+        cmd += ["--duration", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        read_until(proc, STARTED, timeout_s=180)
+        if how != "duration":
+            time.sleep(3)  # a few refused connects and backoff waits
+            proc.send_signal(getattr(signal, how))
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            raise AssertionError(f"still running 30 s after {how}:\n{out[-2000:]}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-2000:]
+    assert "local runner: 0 decisions from 0 frames" in out and "Connection refused" in out, out[-2000:]

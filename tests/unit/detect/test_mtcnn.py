@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -152,3 +153,26 @@ def test_pyramid_scales(shape, min_face, factor, expected):
 
 def test_build_detector(mtcnn_weights_dir):
     assert isinstance(build_detector(DetectorConfig(kind="mtcnn"), mtcnn_weights_dir), MTCNN)
+
+
+def damaged_copy(weights: Path, tmp_path: Path, file: str, damage: str) -> Path:
+    folder = tmp_path / "mtcnn"
+    shutil.copytree(weights, folder)
+    data = bytearray((folder / file).read_bytes())
+    if damage == "flip":  # 2 KB flipped in the middle
+        start = len(data) // 2
+        data[start : start + 2048] = bytes(b ^ 0xFF for b in data[start : start + 2048])
+    else:  # cut in half
+        del data[len(data) // 2 :]
+    (folder / file).write_bytes(bytes(data))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("file", "damage"), [("onet.pt", "flip"), ("pnet.pt", "truncate"), ("rnet.pt", "flip")]
+)
+def test_damaged_weights_are_a_one_line_error(tmp_path, mtcnn_weights_dir, file, damage):
+    folder = damaged_copy(mtcnn_weights_dir, tmp_path, file, damage)
+    with pytest.raises(ModelError, match=rf"{file} is corrupt .*streamproc models fetch") as info:
+        MTCNN(DetectorConfig(), folder)
+    assert "\n" not in str(info.value)

@@ -55,3 +55,54 @@ def test_registry_register_and_list(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert read_card(registry.checkpoint_path("tiny")).version == "v9"
     with pytest.raises(ModelError, match="unknown model"):
         registry.checkpoint_path("missing")
+
+
+def invert_middle(path: Path, size: int) -> None:
+    """Invert ``size`` bytes in the middle of a file, as a bad disk or a bad copy would."""
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2
+    data[start : start + size] = bytes(255 - b for b in data[start : start + size])
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", InceptionResnetV1(embedding_dim=64), CARD)
+    load_checkpoint(path)
+    invert_middle(path, 4096)
+    for load in (load_checkpoint, read_card):
+        with pytest.raises(ModelError, match=r"m\.pt is corrupt \(its sha256 differs") as info:
+            load(path)
+        assert "\n" not in str(info.value)
+
+
+def test_a_corrupt_builtin_is_not_ready_and_models_fetch_makes_it_again(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    facenet_keras_h5: Path,
+    mtcnn_weights_dir: Path,
+    tflite_path: Path,
+    celebrity_dir: Path,
+) -> None:
+    from streamproc.cli import main
+    from streamproc.models import fetch
+
+    real = {name: fetch.artifact_dir(name) for name in fetch.ARTIFACTS}
+    monkeypatch.setenv("STREAMPROC_CACHE_DIR", str(tmp_path))
+    for name, folder in real.items():  # the fetched weights, without downloading them again
+        (tmp_path / "weights").mkdir(exist_ok=True)
+        (tmp_path / "weights" / name).symlink_to(folder)
+    name = registry.DEFAULT_MODEL
+    invert_middle(registry.checkpoint_path(name), 4096)
+
+    assert main(["models", "list"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(name))
+    assert "[ready]" not in line and "is corrupt" in line and f"models fetch {name}" in line, line
+    with pytest.raises(ModelError, match=f"is corrupt .*run `streamproc models fetch {name}`"):
+        registry.load(name)
+
+    assert main(["models", "fetch", name]) == 0
+    assert f"{name}@v1 ok" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith(name))
+    assert "[ready]" in line, line
