@@ -109,15 +109,15 @@ def draw(image: np.ndarray, labels: Iterable[Label]) -> np.ndarray:
     box (below it when the box touches the top edge)."""
     out = np.ascontiguousarray(image).copy()
     scale = max(0.4, out.shape[0] / 900)
-    thickness = max(2, round(out.shape[0] / 360))
+    thickness, stroke = max(2, round(out.shape[0] / 360)), max(1, round(out.shape[0] / 540))
     for label in labels:
         x1, y1, x2, y2 = (int(v) for v in label.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), label.colour, thickness)
-        (width, height), base = cv2.getTextSize(label.text, FONT, scale, 1)
+        (width, height), base = cv2.getTextSize(label.text, FONT, scale, stroke)
         x = max(0, min(x1, out.shape[1] - width - 2))  # inside the frame at its right edge
         y = y1 - base - 2 if y1 - height - base - 4 >= 0 else y2 + height + 4
         cv2.rectangle(out, (x, y - height - 2), (x + width + 2, y + base), label.colour, cv2.FILLED)
-        cv2.putText(out, label.text, (x + 1, y), FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(out, label.text, (x + 1, y), FONT, scale, (0, 0, 0), stroke, cv2.LINE_AA)
     return out
 
 
