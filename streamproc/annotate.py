@@ -9,7 +9,8 @@ sampling, resizing and times, so the boxes land where the detector saw the faces
 (its decision: name and squared-L2 distance), ``track 4: unknown d=1.420``, or ``track 5`` when the
 track was never decided; one colour per identity, red for unknown, grey for undecided. A track's
 latest decision labels all its frames, the ones before the decision too. The detector runs on every
-``detect.every_k_frames``-th frame only; a box stays on screen for ``hold_frames`` frames.
+``detect.every_k_frames``-th frame only; a box stays on screen until the next pass that found faces,
+for ``hold_frames`` frames at most.
 
 A live source (rtsp://, or ``live: true``) cannot be decoded a second time: it is refused with a
 ``ConfigError`` when the annotator is made, before the run starts.
@@ -106,13 +107,16 @@ def colour_for(decision: Decision | None) -> RGB:
 
 def draw(image: np.ndarray, labels: Iterable[Label]) -> np.ndarray:
     """A copy of the RGB ``image`` with each label's box, and its text on a filled strip above the
-    box (below it when the box touches the top edge)."""
+    box (below it when the box touches the top edge), texts over boxes."""
     out = np.ascontiguousarray(image).copy()
     scale = max(0.4, out.shape[0] / 900)
     thickness, stroke = max(2, round(out.shape[0] / 360)), max(1, round(out.shape[0] / 540))
+    labels = list(labels)
     for label in labels:
         x1, y1, x2, y2 = (int(v) for v in label.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), label.colour, thickness)
+    for label in labels:  # the texts over every box
+        x1, y1, x2, y2 = (int(v) for v in label.box)
         (width, height), base = cv2.getTextSize(label.text, FONT, scale, stroke)
         x = max(0, min(x1, out.shape[1] - width - 2))  # inside the frame at its right edge
         y = y1 - base - 2 if y1 - height - base - 4 >= 0 else y2 + height + 4
@@ -207,10 +211,13 @@ class Annotator:
         shown: dict[int, tuple[int, np.ndarray]] = {}  # track id -> (frame of its last box, box)
         frames = (frame for batch in batches for frame in zip(batch.frames, batch.pts, strict=True))
         for number, (image, pts) in enumerate(itertools.islice(frames, limit)):
+            passed: dict[int, tuple[int, np.ndarray]] = {}  # boxes of a detection pass on this frame
             while next_row < len(rows) and rows[next_row, 0] <= pts + PTS_TOLERANCE:
                 if rows[next_row, 0] >= pts - PTS_TOLERANCE:  # rows of no frame (a replay) are skipped
-                    shown[int(rows[next_row, 1])] = (number, rows[next_row, 2:])
+                    passed[int(rows[next_row, 1])] = (number, rows[next_row, 2:])
                 next_row += 1
+            if passed:  # a new pass takes down the boxes held from the last one
+                shown = passed
             shown = {t: seen for t, seen in shown.items() if number - seen[0] < self.hold_frames}
             labels = [self._label(stream_id, track, box) for track, (_, box) in shown.items()]
             result.labels.update(label.text for label in labels)

@@ -66,6 +66,18 @@ def test_labels_follow_tracks_and_their_latest_decision(clip: Path, tmp_path: Pa
     assert drawn > 40 and held > 40 and gone < 8, (drawn, held, gone)
 
 
+def test_a_detection_pass_takes_down_the_boxes_held_from_the_last(clip: Path, tmp_path: Path) -> None:
+    _, pts = frames_of(clip)
+    box = (40, 60, 120, 150)
+    rows = [[pts[0], 0, *box], [pts[2], 0, *box], [pts[3], 1, *box]]  # the guard split track 0 at frame 3
+    annotator = Annotator(tmp_path / "out", [SourceConfig(uri=str(clip))], hold_frames=3)
+    annotator.add("clip", np.array(rows, float))
+
+    video = annotator.write()["clip"]
+
+    assert dict(video.labels) == {"track 0": 3, "track 1": 3}  # never both on one face
+
+
 def test_label_text() -> None:
     assert label_text(4, None) == "track 4"
     assert label_text(4, decision(4, "ada", 0.41234)) == "track 4: ada d=0.412"
