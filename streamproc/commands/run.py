@@ -5,8 +5,10 @@
 The configuration is validated (and the sources checked) before anything starts. Every decision
 prints one line (stream, track, identity or unknown, distance, faces aggregated, model version);
 a summary per stream follows at the end. ``--events`` appends the JSON events to a file (``-`` =
-standard output; the human lines then go to standard error). A source that fails is reported and
-the others keep running; the exit code is 1 when any source failed, 2 for a usage error.
+standard output; the human lines then go to standard error). ``--annotate DIR`` writes each video
+again with its faces boxed and labelled (``streamproc.annotate``; video files only). A source that
+fails is reported and the others keep running; the exit code is 1 when any source failed, 2 for a
+usage error.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 import sys
 from typing import IO
 
+from streamproc.annotate import Annotator
 from streamproc.commands.common import add_config_args, config_from_args
 from streamproc.config import Config
 from streamproc.metrics import PrometheusRecorder
@@ -42,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--duration", type=float, metavar="S", help="stop after S seconds (live streams never end)"
+    )
+    p.add_argument(
+        "--annotate",
+        metavar="DIR",
+        help="after the run, write DIR/<stream_id>.mp4: each video with face boxes, track ids, names "
+        "and distances drawn (video files only)",
     )
     add_config_args(p)
     p.set_defaults(handler=_run)
@@ -101,6 +110,9 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append("emit.jsonl_path=" + json.dumps(args.events))
     config = config_from_args(args, overrides)
     check_sources(config.sources)
+    annotator = None
+    if args.annotate:
+        annotator = Annotator(args.annotate, config.sources, hold_frames=config.detect.every_k_frames)
     out = sys.stderr if config.emit.jsonl_path == "-" else sys.stdout
     recorder = PrometheusRecorder()
     server = None
@@ -108,22 +120,28 @@ def _run(args: argparse.Namespace) -> int:
         server = recorder.serve(config.metrics.port, config.metrics.addr)
         print(f"metrics: {server.url}", file=sys.stderr)
     try:
-        return _run_with(config, args.duration, out, recorder)
+        return _run_with(config, args.duration, out, recorder, annotator)
     finally:
         if server is not None:
             server.close()  # the port is free again when the command returns
 
 
-def _run_with(config: Config, duration: float | None, out: IO[str], recorder: PrometheusRecorder) -> int:
+def _run_with(
+    config: Config,
+    duration: float | None,
+    out: IO[str],
+    recorder: PrometheusRecorder,
+    annotator: Annotator | None,
+) -> int:
     from streamproc.runtime.local import LocalRunner
     from streamproc.runtime.pipeline import RayRunner
 
     sinks = [PrintSink(out)]
     runner: LocalRunner | RayRunner
     if config.runtime.runner == "local":
-        runner = LocalRunner(config, sinks=sinks, recorder=recorder)
+        runner = LocalRunner(config, sinks=sinks, recorder=recorder, annotator=annotator)
     else:
-        runner = RayRunner(config, sinks=sinks, recorder=recorder)
+        runner = RayRunner(config, sinks=sinks, recorder=recorder, annotator=annotator)
     # SIGTERM (how Kubernetes and systemd stop a process) ends the run like Ctrl-C: open tracks
     # are decided and emitted before exit.
     previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
@@ -138,4 +156,8 @@ def _run_with(config: Config, duration: float | None, out: IO[str], recorder: Pr
     finally:
         signal.signal(signal.SIGTERM, previous)
     print_summary(summary, out)
+    if annotator is not None:
+        written = annotator.write({sid: s.frames for sid, s in summary.streams.items()})
+        for video in written.values():
+            print(f"annotated {video.stream_id}: {video.path} ({video.frames} frames)", file=out)
     return 0 if summary.ok else 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from streamproc.annotate import Annotator
 from streamproc.config import Config
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.index import GalleryIndex
@@ -22,7 +23,7 @@ from streamproc.stages.emit import Sink
 
 
 class Runner:
-    """Checks the sources, keeps the sinks and gallery handles, and owns the stop flag."""
+    """Checks the sources, keeps the sinks, gallery handles and annotator, and owns the stop flag."""
 
     name = "runner"
 
@@ -34,8 +35,10 @@ class Runner:
         sinks: Sequence[Sink] = (),
         store: GalleryStore | None = None,
         index: GalleryIndex | None = None,
+        annotator: Annotator | None = None,
     ):
         check_sources(config.sources)
+        self.annotator = annotator
         self.config = config
         self.recorder = recorder or NullRecorder()
         self._sinks = list(sinks)
@@ -56,4 +59,5 @@ class Runner:
             sinks=self._sinks,
             store=self._store,
             index=self._index,
+            annotator=self.annotator,
         )

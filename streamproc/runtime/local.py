@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from streamproc.annotate import Annotator
 from streamproc.config import Config
 from streamproc.detect import Detector, build_detector
 from streamproc.gallery.base import GalleryStore
@@ -65,10 +66,13 @@ class LocalRunner(Runner):
         sinks: Sequence[Sink] = (),
         store: GalleryStore | None = None,
         index: GalleryIndex | None = None,
+        annotator: Annotator | None = None,
         detector: Detector | None = None,
         embedder: Embedder | None = None,
     ):
-        super().__init__(config, recorder=recorder, sinks=sinks, store=store, index=index)
+        super().__init__(
+            config, recorder=recorder, sinks=sinks, store=store, index=index, annotator=annotator
+        )
         self.detector = detector or build_detector(config.detector)
         self.embedder = embedder or Embedder(config.embedder)
 

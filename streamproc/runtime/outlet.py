@@ -8,6 +8,7 @@ per-stream summary.
 The gallery is ``config.gallery`` (``url`` None = ``STREAMPROC_REDIS_URL``, else the embedded
 server) loaded into a ``GalleryIndex`` for the embedder's model version, unless a store or an index
 is handed in. The threshold comes from ``streamproc.gallery.policy`` (the one threshold policy).
+An ``annotator`` (``streamproc.annotate``) gets every batch's tracked faces and decisions.
 
 Example:
     >>> outlet = Outlet(config, card, sources=config.sources)  # doctest: +SKIP
@@ -22,6 +23,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from streamproc import env
+from streamproc.annotate import Annotator
 from streamproc.config import Config
 from streamproc.errors import GalleryError
 from streamproc.gallery import policy
@@ -70,8 +72,10 @@ class Outlet:
         sinks: Sequence[Sink] = (),
         store: GalleryStore | None = None,
         index: GalleryIndex | None = None,
+        annotator: Annotator | None = None,
     ):
         self.config = config
+        self.annotator = annotator
         self.card = card
         self.recorder = recorder or NullRecorder()
         self._owned_store = False
@@ -215,6 +219,8 @@ class Outlet:
             )
         summary.decisions += len(kept)
         self.decisions.extend(kept)
+        if self.annotator is not None:
+            self.annotator.add(sid, back.tracked, kept)
         if back.end_of_stream:
             summary.wall_s = time.monotonic() - self._started[sid]
         return kept

@@ -53,6 +53,7 @@ from typing import Any
 import ray
 
 from streamproc import env
+from streamproc.annotate import Annotator
 from streamproc.config import Config
 from streamproc.errors import ConfigError
 from streamproc.gallery.base import GalleryStore
@@ -170,8 +171,11 @@ class RayRunner(Runner):
         sinks: Sequence[Sink] = (),
         store: GalleryStore | None = None,
         index: GalleryIndex | None = None,
+        annotator: Annotator | None = None,
     ):
-        super().__init__(config, recorder=recorder, sinks=sinks, store=store, index=index)
+        super().__init__(
+            config, recorder=recorder, sinks=sinks, store=store, index=index, annotator=annotator
+        )
         self.placement: Placement | None = None
 
     def run(self, duration_s: float | None = None) -> RunSummary:

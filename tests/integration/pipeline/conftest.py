@@ -145,22 +145,25 @@ MakeConfig = Callable[..., Config]
 
 
 @pytest.fixture
-def make_config(gallery: Gallery) -> MakeConfig:
+def make_config(run_settings: list[str]) -> MakeConfig:
     """``make_config(sources, *overrides)``: small, fast settings (detect every 2nd frame, decide
     after 3 faces, final after 6) against the session gallery."""
 
     def make(sources: Sequence[dict[str, Any]], *extra: str) -> Config:
-        overrides = [
-            *gallery.overrides(),
-            "sources=" + json.dumps(list(sources)),
-            "detect.every_k_frames=2",
-            "aggregate.min_frames=3",
-            "aggregate.n_frames=6",
-            "runtime.embed_max_wait_ms=5",
-            "runtime.max_restarts=0",
-            "embedder.threads=1",  # one torch thread: spinning OpenMP threads crawl on a shared 2-core box
-            *extra,
-        ]
-        return load_config(None, overrides)
+        return load_config(None, [*run_settings, "sources=" + json.dumps(list(sources)), *extra])
 
     return make
+
+
+@pytest.fixture
+def run_settings(gallery: Gallery) -> list[str]:
+    """The overrides of ``make_config`` (without sources), for ``streamproc run --set``."""
+    return [
+        *gallery.overrides(),
+        "detect.every_k_frames=2",
+        "aggregate.min_frames=3",
+        "aggregate.n_frames=6",
+        "runtime.embed_max_wait_ms=5",
+        "runtime.max_restarts=0",
+        "embedder.threads=1",  # one torch thread: spinning OpenMP threads crawl on a shared 2-core box
+    ]
