@@ -70,6 +70,7 @@ def config_for(sources: list[dict[str, Any]], *extra: str) -> Config:
             "aggregate.n_frames=4",
             "align.image_size=32",
             "gallery.threshold=1.0",  # the constant test model has no calibrated threshold
+            "align.mode=crop",  # the square detector finds no landmarks
             *extra,
         ],
     )
