@@ -32,14 +32,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from streamproc import env
 from streamproc.errors import GalleryError, IncompatibleModels, InputError
+from streamproc.gallery import index_cache
+from streamproc.gallery.ann import REBUILD_GROWTH, AnnOptions, IvfIndex
 from streamproc.gallery.base import ChangeEvent, Changes, GalleryStore, IdentityRows, Match
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.quantize import dequantize, quantize
+
+if TYPE_CHECKING:
+    from streamproc.gallery.torch_search import TorchRows
 
 log = logging.getLogger(__name__)
 _FIRST_CHUNK = 4096  # a small first chunk sets every probe's threshold cheaply
@@ -75,6 +82,9 @@ class GalleryIndex:
         k: int = 5,
         threshold: float = 1.1,
         chunk_rows: int = 65536,
+        ann: AnnOptions | None = AnnOptions(),  # noqa: B008 - frozen
+        device: str | None = None,
+        cache_dir: Path | None = None,
     ):
         if dtype not in ("float32", "int8") or match not in ("mean", "best"):
             raise InputError(
@@ -86,6 +96,9 @@ class GalleryIndex:
         self.k = k
         self.threshold = threshold
         self.chunk_rows = max(1024, int(chunk_rows))
+        self.ann_options = ann
+        self.device = device
+        self.cache_dir = cache_dir
         self.cursor = "0-0"
         self._store: GalleryStore | None = None
         self._clear(dim)
@@ -102,26 +115,38 @@ class GalleryIndex:
         self._slot: dict[str, int] = {}
         self._free: list[int] = []
         self._buf = np.zeros((0, 0), np.float32)  # int8 widening scratch
+        self._rid = np.zeros(0, np.int64)  # row -> stable row id (what the approximate index holds)
+        self._pos = np.zeros(0, np.int64)  # stable row id -> row
+        self._next_rid = 0
+        self._ann: IvfIndex | None = None
+        self._gpu: TorchRows | None = None
+        if self.device is not None:
+            from streamproc.gallery.torch_search import TorchRows
+
+            self._gpu = TorchRows(self.device)
 
     # --- construction ---------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: GalleryConfig, model_version: str, dim: int | None = None) -> GalleryIndex:
-        return cls(
-            model_version,
-            dim=dim,
-            dtype=config.dtype,
-            match=config.match,
-            k=config.k,
-            threshold=config.threshold,
-        )
+        return cls(model_version, dim=dim, threshold=config.threshold, **index_options(config))
 
     @classmethod
     def load(cls, store: GalleryStore, model_version: str, **kwargs: Any) -> GalleryIndex:
-        """Build from the store's snapshot of ``model_version``; ``sync`` keeps it current."""
+        """Build from the store's snapshot of ``model_version``; ``sync`` keeps it current.
+
+        With ``cache_dir``, an approximate index saved there by an earlier process is restored and
+        brought up to date from the change log instead (a full reload when the log was trimmed)."""
         index = cls(model_version, **kwargs)
         index._store = store
-        index.reload()
+        if index.cache_dir is not None and index_cache.restore(index, index._cache_path()):
+            index.sync()
+        else:
+            index.reload()
         return index
+
+    def _cache_path(self) -> Path:
+        prefix = getattr(getattr(self._store, "config", None), "prefix", "gallery")
+        return Path(self.cache_dir or ".") / f"{prefix}-{self.model_version}"
 
     def reload(self) -> None:
         """Drop everything and load the store's current snapshot (the cursor is taken first)."""
@@ -129,8 +154,12 @@ class GalleryIndex:
         started = time.perf_counter()
         cursor = store.head()
         self._clear(store.model_versions().get(self.model_version, self.dim))
-        batches = list(store.snapshot(self.model_version, batch_size=2000))
-        self.add_many([rows for batch in batches for rows in batch])
+        items: list[IdentityRows] = []
+        for batch in store.snapshot(self.model_version, batch_size=2000):
+            items += batch
+            if len(items) // 100_000 != (len(items) - len(batch)) // 100_000:
+                log.info("gallery index %s: %d identities read", self.model_version, len(items))
+        self.add_many(items)
         self.cursor = cursor
         log.info(
             "gallery index %s: %d identities, %d rows loaded in %.2fs",
@@ -139,6 +168,13 @@ class GalleryIndex:
             self._n,
             time.perf_counter() - started,
         )
+        if self._ann is not None and self.cache_dir is not None:
+            index_cache.save(self, self._cache_path())
+
+    def save_cache(self) -> None:
+        """Write the approximate index and rows to ``cache_dir`` (a restart then skips the rebuild)."""
+        if self.cache_dir is not None:
+            index_cache.save(self, self._cache_path())
 
     @classmethod
     def from_arrays(
@@ -172,9 +208,19 @@ class GalleryIndex:
     @property
     def nbytes(self) -> int:
         """Bytes of the numpy arrays (matrix, norms, owners; not the id/name dictionaries)."""
-        return (
-            self._mat.nbytes + self._inv.nbytes + self._owner.nbytes + self._nrows.nbytes + self._buf.nbytes
+        arrays = (self._mat, self._inv, self._owner, self._nrows, self._buf, self._rid, self._pos)
+        extra = (0 if self._ann is None else self._ann.nbytes) + (
+            0 if self._gpu is None else self._gpu.nbytes
         )
+        return sum(a.nbytes for a in arrays) + extra
+
+    @property
+    def kind(self) -> Literal["exact", "ivf", "gpu"]:
+        """How ``search`` finds candidates now: numpy exact scan, IVF + exact re-rank, or torch exact."""
+        if self._gpu is not None:
+            return "gpu"
+        ann = self.ann_options
+        return "ivf" if self._ann is not None and ann is not None and self._n >= ann.min_size else "exact"
 
     # --- updates --------------------------------------------------------------------------------------
     def _encode(self, items: Sequence[IdentityRows]) -> tuple[np.ndarray, np.ndarray]:
@@ -221,6 +267,7 @@ class GalleryIndex:
         self._mat = mat
         self._inv = np.resize(self._inv, cap)
         self._owner = np.resize(self._owner, cap)
+        self._rid = np.resize(self._rid, cap)
 
     def add_many(self, items: Sequence[IdentityRows]) -> None:
         """Insert or replace many identities; vectorised for bulk loads."""
@@ -232,6 +279,7 @@ class GalleryIndex:
         items = list(latest.values())
         block, counts = self._encode(items)
         self._append([i.identity_id for i in items], [i.name for i in items], block, counts)
+        self._refresh_ann()
 
     def _append(self, ids: list[str], names: list[str], block: np.ndarray, counts: np.ndarray) -> None:
         """Add new identities whose encoded rows are ``block``, ``counts[i]`` consecutive rows each."""
@@ -245,6 +293,16 @@ class GalleryIndex:
             norms = np.linalg.norm(block.astype(np.float32), axis=1)
             self._inv[start:stop] = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         self._n = stop
+        rids = np.arange(self._next_rid, self._next_rid + len(block), dtype=np.int64)
+        self._next_rid += len(block)
+        if len(self._pos) < self._next_rid:
+            self._pos = np.resize(self._pos, max(self._next_rid, 2 * len(self._pos), 1024))
+        self._pos[rids] = np.arange(start, stop)
+        self._rid[start:stop] = rids
+        if self._gpu is not None:
+            self._gpu.mark(np.arange(start, stop))
+        if self._ann is not None:
+            self._ann.add(dequantize(block) if block.dtype == np.int8 else block, rids)
 
     def upsert(self, identity_id: str, name: str, rows: np.ndarray) -> None:
         """Insert or replace one identity's rows (float unit rows or int8 codes)."""
@@ -270,12 +328,20 @@ class GalleryIndex:
         slot = self._slot.pop(identity_id, None)
         if slot is None:
             return False
-        for row in np.flatnonzero(self._owner[: self._n] == slot)[::-1]:
+        rows = np.flatnonzero(self._owner[: self._n] == slot)[::-1]
+        if self._ann is not None:  # first, so the person is never a candidate again
+            self._ann.remove(self._rid[rows])
+        self._pos[self._rid[rows]] = -1  # and a stale candidate id maps to no row
+        for row in rows:
             last = self._n - 1
             if row != last:  # swap-remove keeps rows [0, n) dense
                 self._mat[row] = self._mat[last]
                 self._inv[row] = self._inv[last]
                 self._owner[row] = self._owner[last]
+                self._rid[row] = self._rid[last]
+                self._pos[self._rid[row]] = row
+                if self._gpu is not None:
+                    self._gpu.mark(np.array([row]))
             self._n = last
         self._ids[slot], self._names[slot] = None, ""
         self._nrows[slot] = 0
@@ -314,6 +380,59 @@ class GalleryIndex:
             if changes.gap or len(changes.events) < count:
                 return refreshed
             block_ms = None
+
+    # --- candidates -------------------------------------------------------------------------------------
+    def _refresh_ann(self) -> None:
+        """Build the approximate index once the gallery reaches ``min_size`` (rebuild when it outgrew
+        the cells it was trained for); below that size an existing one is kept current, not used."""
+        ann = self.ann_options
+        if self._gpu is not None or ann is None or self._n < ann.min_size:
+            return
+        if self._ann is None or self._n > REBUILD_GROWTH * self._ann.trained_for:
+            self.build_ann()
+
+    def build_ann(self) -> None:
+        """(Re)build the approximate index over every row now (``search`` uses it from ``min_size``)."""
+        options = self.ann_options or AnnOptions()
+        started = time.perf_counter()
+        rows = self._mat[: self._n]
+        self._ann = None
+        self._ann = IvfIndex.build(
+            dequantize(rows) if rows.dtype == np.int8 else rows, self._rid[: self._n], options
+        )
+        log.info(
+            "gallery index %s: IVF of %d rows in %d cells (%s) built in %.1fs",
+            self.model_version,
+            self._n,
+            self._ann.nlist,
+            options.storage,
+            time.perf_counter() - started,
+        )
+
+    def _candidates(self, p: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per probe, the ``m`` best rows (scores, row indices) of the search path in use."""
+        kind = self.kind
+        if kind == "gpu" and self._gpu is not None:
+            _, rows = self._gpu.top(self._mat, self._n, p, max(m, 16))
+            return self._rerank(p, rows, m)
+        if kind == "ivf" and self._ann is not None and self.ann_options is not None:
+            unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+            ids = self._ann.search(unit, max(m, self.ann_options.candidates))
+            return self._rerank(p, np.where(ids >= 0, self._pos[np.maximum(ids, 0)], -1), m)  # -1: none
+        return self._top_rows(p, m)
+
+    def _rerank(self, p: np.ndarray, rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of candidate ``rows`` (``(B, c)``, -1 = none), the best ``m`` of each probe first."""
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        vecs = self._mat[safe]
+        scores = np.einsum("bcd,bd->bc", vecs if vecs.dtype == np.float32 else vecs.astype(np.float32), p)
+        if self.dtype == "int8":
+            scores *= self._inv[safe]
+        scores[~valid] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :m]
+        best = np.take_along_axis(scores, order, 1)
+        return best, np.where(np.isfinite(best), np.take_along_axis(safe, order, 1), -1)
 
     # --- search -----------------------------------------------------------------------------------------
     def _check_probes(self, probes: np.ndarray, model_version: str | None) -> np.ndarray:
@@ -402,7 +521,7 @@ class GalleryIndex:
             return [[] for _ in range(len(p))]
         most = int(self._nrows.max()) if self.match == "best" else 1
         m = min(self._n, (min(k, len(self)) - 1) * most + 1)
-        scores, rows = self._top_rows(p, m)
+        scores, rows = self._candidates(p, m)
         pn = np.einsum("ij,ij->i", p, p)
         dist = np.maximum(pn[:, None] + 1.0 - 2.0 * scores, 0.0)  # gallery rows have unit norm
         owners = np.where(rows >= 0, self._owner[np.maximum(rows, 0)], -1)
@@ -427,3 +546,30 @@ class GalleryIndex:
         limit = self.threshold if threshold is None else threshold
         results = self.search(probes, k=1, model_version=model_version)
         return [r[0] if r and r[0].within(limit) else None for r in results]
+
+
+def index_options(config: GalleryConfig) -> dict[str, Any]:
+    """``GalleryIndex`` keyword arguments from the gallery configuration (everything but the threshold)."""
+    device: str | None = None
+    if config.search_device != "cpu":
+        from streamproc.gallery.torch_search import cuda_device
+
+        device = "cuda" if config.search_device == "cuda" else cuda_device()
+    ann = None
+    if config.ann_min_size is not None:
+        ann = AnnOptions(
+            min_size=config.ann_min_size,
+            nlist=config.ann_nlist,
+            nprobe=config.ann_nprobe,
+            storage=config.ann_storage,
+            candidates=config.ann_candidates,
+            threads=config.ann_threads,
+        )
+    return {
+        "dtype": config.dtype,
+        "match": config.match,
+        "k": config.k,
+        "ann": ann,
+        "device": device,
+        "cache_dir": config.index_cache_dir or env.data_dir() / "index",
+    }

@@ -12,25 +12,37 @@ from streamproc.errors import GalleryError
 from streamproc.gallery.base import ChangeEvent, Changes, IdentityRows, Op
 from streamproc.gallery.redis_base import RedisBase, as_str, stream_key
 
+# KEYS: identity hash, embeddings hash, ... per id -> name (nil when erased), the packed rows joined
+_ROWS_LUA = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[#out + 1] = redis.call('HGET', KEYS[i], 'name')
+  out[#out + 1] = table.concat(redis.call('HVALS', KEYS[i + 1]))
+end
+return out
+"""
+
 
 class RedisReplicaReads(RedisBase):
     """Replica-side reads of ``RedisGalleryStore`` (not used alone)."""
 
+    _rows_script: Any = None  # the registered _ROWS_LUA, made on first use
+
     # --- replicas -----------------------------------------------------------------------------------
     def _rows_of(self, ids: list[str], mv: str, info: tuple[int, np.dtype[Any]]) -> list[IdentityRows]:
-        def read() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for ident in ids:
-                pipe.hget(self._ident(ident), "name")
-                pipe.hvals(self._emb(mv, ident))
-            return pipe.execute()
-
-        replies = self._call(read)
+        """Name and rows of each id, read by one server-side script (one round trip, one reply element
+        per field instead of one per enrollment batch: a 1M snapshot is ~500 calls)."""
+        if self._rows_script is None:
+            self._rows_script = self._r.register_script(_ROWS_LUA)
+        keys = [key for ident in ids for key in (self._ident(ident), self._emb(mv, ident))]
+        script = self._rows_script
+        replies = self._call(lambda: script(keys=keys)) if keys else []
+        dim, dtype = info
         out = []
         for i, ident in enumerate(ids):
-            name, blobs = replies[2 * i], replies[2 * i + 1]
-            if name is not None and blobs:
-                out.append(IdentityRows(ident, as_str(name), self._unpack(blobs, *info)))
+            name, blob = replies[2 * i], replies[2 * i + 1]
+            if name is not None and blob:
+                out.append(IdentityRows(ident, as_str(name), np.frombuffer(blob, dtype).reshape(-1, dim)))
         return out
 
     def _snapshot(self, model_version: str, batch_size: int) -> Iterator[list[IdentityRows]]:
