@@ -45,7 +45,7 @@ class AnnOptions:
 
     min_size: int = 50_000
     nlist: int = 0
-    nprobe: int = 24
+    nprobe: int = 64
     storage: Literal["flat", "sq8"] = "sq8"
     candidates: int = 32
     threads: int = 1
@@ -96,6 +96,14 @@ class IvfIndex:
         out = cls(index, options, n)
         out.add(rows, ids)
         return out
+
+    @property
+    def nprobe(self) -> int:
+        return int(faiss.extract_index_ivf(self._index).nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        faiss.extract_index_ivf(self._index).nprobe = max(1, int(value))
 
     def __len__(self) -> int:
         return int(self._index.ntotal)

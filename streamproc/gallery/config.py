@@ -79,7 +79,7 @@ class GalleryConfig(BaseModel):
         description="identities from which search uses the approximate (IVF) index; None = always exact",
     )
     ann_nlist: int = Field(0, ge=0, description="IVF cells; 0 = 2 * sqrt(rows), about 2,000 at 1M")
-    ann_nprobe: int = Field(24, ge=1, description="IVF cells scanned per probe: more = better recall, slower")
+    ann_nprobe: int = Field(64, ge=1, description="IVF cells scanned per probe: more = better recall, slower")
     ann_storage: Literal["flat", "sq8"] = Field(
         "sq8", description="IVF cell storage: float32 rows or 8-bit codes (candidates are re-ranked exactly)"
     )

@@ -190,6 +190,7 @@ class GalleryIndex:
         elif index.dtype == "float32" and rows.dtype == np.int8:
             rows = dequantize(rows)
         index._append(list(ids), list(names), rows, np.ones(len(ids), np.int64))
+        index._refresh_ann()
         return index
 
     def _need_store(self) -> GalleryStore:

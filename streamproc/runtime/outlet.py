@@ -27,7 +27,7 @@ from streamproc.config import Config
 from streamproc.errors import GalleryError, ModelError
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.embedded import connect
-from streamproc.gallery.index import GalleryIndex
+from streamproc.gallery.index import GalleryIndex, index_options
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.metrics import NullRecorder, Recorder
 from streamproc.models import compat, registry
@@ -89,8 +89,7 @@ class Outlet:
             if store is None:
                 store = RedisGalleryStore.from_config(config.gallery)
                 self._owned_store = True
-            g = config.gallery
-            index = GalleryIndex.load(store, card.version, dtype=g.dtype, match=g.match, k=g.k)
+            index = GalleryIndex.load(store, card.version, **index_options(config.gallery))
         self.store, self.index = store, index
         self.threshold = match_threshold(config, card)
         self.match = MatchStage(
@@ -267,8 +266,7 @@ class Outlet:
 
     def _switch_gallery(self, version: str) -> None:
         assert self.store is not None
-        g = self.config.gallery
-        index = GalleryIndex.load(self.store, version, dtype=g.dtype, match=g.match, k=g.k)
+        index = GalleryIndex.load(self.store, version, **index_options(self.config.gallery))
         threshold = compat.threshold(version, version)
         self.match.switch_index(index, threshold)
         self.index = index
