@@ -37,20 +37,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from streamproc import env
 from streamproc.errors import GalleryError, IncompatibleModels, InputError
 from streamproc.gallery import index_cache
-from streamproc.gallery.ann import REBUILD_GROWTH, AnnOptions, IvfIndex
+from streamproc.gallery.ann import AnnOptions, IvfIndex
 from streamproc.gallery.base import ChangeEvent, Changes, GalleryStore, IdentityRows, Match
+from streamproc.gallery.candidates import CandidateSearch, index_options
 from streamproc.gallery.config import GalleryConfig
+from streamproc.gallery.exact_scan import ExactScan
 from streamproc.gallery.quantize import dequantize, quantize
 
 if TYPE_CHECKING:
     from streamproc.gallery.torch_search import TorchRows
 
 log = logging.getLogger(__name__)
-_FIRST_CHUNK = 4096  # a small first chunk sets every probe's threshold cheaply
-_INT8_CHUNK = 32768  # int8 rows widened at a time: a 16 MiB float32 scratch at D=128
 
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -62,7 +61,7 @@ def _unit_rows(rows: np.ndarray) -> np.ndarray:
     return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
-class GalleryIndex:
+class GalleryIndex(CandidateSearch, ExactScan):
     """In-memory exact k-NN index of one model version; ``search`` returns the ``k`` closest people.
 
     Example:
@@ -214,14 +213,6 @@ class GalleryIndex:
             0 if self._gpu is None else self._gpu.nbytes
         )
         return sum(a.nbytes for a in arrays) + extra
-
-    @property
-    def kind(self) -> Literal["exact", "ivf", "gpu"]:
-        """How ``search`` finds candidates now: numpy exact scan, IVF + exact re-rank, or torch exact."""
-        if self._gpu is not None:
-            return "gpu"
-        ann = self.ann_options
-        return "ivf" if self._ann is not None and ann is not None and self._n >= ann.min_size else "exact"
 
     # --- updates --------------------------------------------------------------------------------------
     def _encode(self, items: Sequence[IdentityRows]) -> tuple[np.ndarray, np.ndarray]:
@@ -382,59 +373,6 @@ class GalleryIndex:
                 return refreshed
             block_ms = None
 
-    # --- candidates -------------------------------------------------------------------------------------
-    def _refresh_ann(self) -> None:
-        """Build the approximate index once the gallery reaches ``min_size`` (rebuild when it outgrew
-        the cells it was trained for); below that size an existing one is kept current, not used."""
-        ann = self.ann_options
-        if self._gpu is not None or ann is None or self._n < ann.min_size:
-            return
-        if self._ann is None or self._n > REBUILD_GROWTH * self._ann.trained_for:
-            self.build_ann()
-
-    def build_ann(self) -> None:
-        """(Re)build the approximate index over every row now (``search`` uses it from ``min_size``)."""
-        options = self.ann_options or AnnOptions()
-        started = time.perf_counter()
-        rows = self._mat[: self._n]
-        self._ann = None
-        self._ann = IvfIndex.build(
-            dequantize(rows) if rows.dtype == np.int8 else rows, self._rid[: self._n], options
-        )
-        log.info(
-            "gallery index %s: IVF of %d rows in %d cells (%s) built in %.1fs",
-            self.model_version,
-            self._n,
-            self._ann.nlist,
-            options.storage,
-            time.perf_counter() - started,
-        )
-
-    def _candidates(self, p: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per probe, the ``m`` best rows (scores, row indices) of the search path in use."""
-        kind = self.kind
-        if kind == "gpu" and self._gpu is not None:
-            _, rows = self._gpu.top(self._mat, self._n, p, max(m, 16))
-            return self._rerank(p, rows, m)
-        if kind == "ivf" and self._ann is not None and self.ann_options is not None:
-            unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
-            ids = self._ann.search(unit, max(m, self.ann_options.candidates))
-            return self._rerank(p, np.where(ids >= 0, self._pos[np.maximum(ids, 0)], -1), m)  # -1: none
-        return self._top_rows(p, m)
-
-    def _rerank(self, p: np.ndarray, rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores of candidate ``rows`` (``(B, c)``, -1 = none), the best ``m`` of each probe first."""
-        valid = rows >= 0
-        safe = np.where(valid, rows, 0)
-        vecs = self._mat[safe]
-        scores = np.einsum("bcd,bd->bc", vecs if vecs.dtype == np.float32 else vecs.astype(np.float32), p)
-        if self.dtype == "int8":
-            scores *= self._inv[safe]
-        scores[~valid] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :m]
-        best = np.take_along_axis(scores, order, 1)
-        return best, np.where(np.isfinite(best), np.take_along_axis(safe, order, 1), -1)
-
     # --- search -----------------------------------------------------------------------------------------
     def _check_probes(self, probes: np.ndarray, model_version: str | None) -> np.ndarray:
         if model_version is not None and self.model_version and model_version != self.model_version:
@@ -452,63 +390,6 @@ class GalleryIndex:
         if not np.all(np.isfinite(p)):
             raise InputError("probes: expected finite values, got NaN or inf")
         return np.ascontiguousarray(p, np.float32)
-
-    def _chunk(self, start: int, stop: int) -> np.ndarray:
-        if self.dtype == "float32":
-            return self._mat[start:stop]
-        if len(self._buf) < stop - start or self._buf.shape[1] != self.dim:
-            rows = max(stop - start, min(self.chunk_rows, _INT8_CHUNK, max(_FIRST_CHUNK, self._n // 8)))
-            self._buf = np.empty((rows, self.dim or 0), np.float32)  # widening scratch, reused
-        out = self._buf[: stop - start]
-        np.copyto(out, self._mat[start:stop], casting="unsafe")
-        return out
-
-    def _top_rows(self, p: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per probe, the ``m`` rows of highest dot product: scores and row indices, best first."""
-        step = self.chunk_rows
-        if self.dtype == "int8":  # the widening scratch stays below half the size of the codes
-            step = min(step, _INT8_CHUNK, max(_FIRST_CHUNK, self._n // 8))
-        stop = min(self._n, max(_FIRST_CHUNK, m))
-        first = np.ascontiguousarray(self._scores(p, 0, stop).T)  # (B, c)
-        top = np.argpartition(first, stop - m, axis=1)[:, stop - m :]
-        best_s = np.take_along_axis(first, top, 1)
-        order = np.argsort(-best_s, axis=1)
-        best_s, best_i = (
-            np.take_along_axis(best_s, order, 1),
-            np.take_along_axis(top, order, 1).astype(np.int64),
-        )
-        while stop < self._n:
-            start, stop = stop, min(self._n, stop + step)
-            scores = self._scores(p, start, stop)
-            hits = np.flatnonzero(scores > best_s[None, :, -1])  # rows that beat a probe's m-th best
-            if len(hits):
-                self._merge(scores, hits, start, best_s, best_i)
-        return best_s, best_i
-
-    def _scores(self, p: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """``(stop - start, B)`` dot products of rows ``[start, stop)`` with the probes."""
-        chunk = self._chunk(start, stop)
-        scores = (chunk @ p[0])[:, None] if len(p) == 1 else chunk @ p.T  # BLAS is fastest this way round
-        if self.dtype == "int8":
-            scores *= self._inv[start:stop, None]
-        return scores
-
-    @staticmethod
-    def _merge(
-        scores: np.ndarray, hits: np.ndarray, start: int, best_s: np.ndarray, best_i: np.ndarray
-    ) -> None:
-        """Merge the hits (flat indices into the ``(c, B)`` scores) into the sorted best lists, vectorised."""
-        m = best_s.shape[1]
-        row, col = np.divmod(hits, scores.shape[1])
-        need = np.unique(col)  # probes this chunk improves
-        group = np.concatenate([np.repeat(np.arange(len(need)), m), np.searchsorted(need, col)])
-        cand_s = np.concatenate([best_s[need].ravel(), scores.ravel()[hits]])
-        cand_i = np.concatenate([best_i[need].ravel(), row + start])
-        order = np.lexsort((-cand_s, group))  # by probe, then best first
-        rank = np.arange(len(order)) - np.searchsorted(group[order], group[order])
-        keep = order[rank < m]  # every probe has at least its m current entries
-        best_s[need] = cand_s[keep].reshape(len(need), m)
-        best_i[need] = cand_i[keep].reshape(len(need), m)
 
     def search(
         self, probes: np.ndarray, k: int | None = None, model_version: str | None = None
@@ -547,30 +428,3 @@ class GalleryIndex:
         limit = self.threshold if threshold is None else threshold
         results = self.search(probes, k=1, model_version=model_version)
         return [r[0] if r and r[0].within(limit) else None for r in results]
-
-
-def index_options(config: GalleryConfig) -> dict[str, Any]:
-    """``GalleryIndex`` keyword arguments from the gallery configuration (everything but the threshold)."""
-    device: str | None = None
-    if config.search_device != "cpu":
-        from streamproc.gallery.torch_search import cuda_device
-
-        device = "cuda" if config.search_device == "cuda" else cuda_device()
-    ann = None
-    if config.ann_min_size is not None:
-        ann = AnnOptions(
-            min_size=config.ann_min_size,
-            nlist=config.ann_nlist,
-            nprobe=config.ann_nprobe,
-            storage=config.ann_storage,
-            candidates=config.ann_candidates,
-            threads=config.ann_threads,
-        )
-    return {
-        "dtype": config.dtype,
-        "match": config.match,
-        "k": config.k,
-        "ann": ann,
-        "device": device,
-        "cache_dir": config.index_cache_dir or env.data_dir() / "index",
-    }
