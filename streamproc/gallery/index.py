@@ -218,6 +218,15 @@ class GalleryIndex(CandidateSearch, ExactScan):
     def _encode(self, items: Sequence[IdentityRows]) -> tuple[np.ndarray, np.ndarray]:
         """Stored rows of the identities, concatenated (float32 unit rows or int8 codes; mean mode: one
         row each), and the number of rows of each. Conversions run once over the whole batch."""
+        target = np.int8 if self.dtype == "int8" else np.float32
+        whole = [item.rows for item in items]
+        counts = np.fromiter(map(len, whole), np.int64, len(whole))
+        kinds = {(r.ndim, r.shape[1] if r.ndim == 2 else -1, r.dtype) for r in whole}
+        if len(kinds) == 1 and counts.min() > 0 and (self.match == "best" or counts.max() == 1):
+            ndim, dim, dtype = kinds.pop()  # a bulk load: one shape, one dtype, nothing to average
+            if ndim == 2 and dim == (self.dim or dim) and dtype == target:
+                block = np.concatenate(whole)
+                return (block if target == np.int8 else _unit_rows(block)), counts
         parts: list[np.ndarray] = []
         for item in items:
             rows = item.rows
@@ -233,7 +242,6 @@ class GalleryIndex(CandidateSearch, ExactScan):
                 rows = _unit_rows(rows).mean(axis=0, keepdims=True)
             parts.append(rows)
         counts = np.array([len(r) for r in parts], np.int64)
-        target = np.int8 if self.dtype == "int8" else np.float32
         other = [i for i, r in enumerate(parts) if r.dtype != target]
         if other:
             mixed = np.concatenate([parts[i] for i in other])
@@ -276,7 +284,7 @@ class GalleryIndex(CandidateSearch, ExactScan):
     def _append(self, ids: list[str], names: list[str], block: np.ndarray, counts: np.ndarray) -> None:
         """Add new identities whose encoded rows are ``block``, ``counts[i]`` consecutive rows each."""
         self._reserve(len(block), block.shape[1])
-        slots = np.array([self._new_slot(i, n) for i, n in zip(ids, names, strict=True)], np.int64)
+        slots = self._new_slots(ids, names)
         self._nrows[slots] = counts
         start, stop = self._n, self._n + len(block)
         self._mat[start:stop] = block
@@ -299,6 +307,20 @@ class GalleryIndex(CandidateSearch, ExactScan):
     def upsert(self, identity_id: str, name: str, rows: np.ndarray) -> None:
         """Insert or replace one identity's rows (float unit rows or int8 codes)."""
         self.add_many([IdentityRows(identity_id, name, np.asarray(rows))])
+
+    def _new_slots(self, ids: list[str], names: list[str]) -> np.ndarray:
+        """Slots for new identities: free ones first, then appended in one go (bulk loads)."""
+        reused = [self._new_slot(i, n) for i, n in zip(ids, names, strict=False) if self._free]
+        ids, names = ids[len(reused) :], names[len(reused) :]
+        first = len(self._ids)
+        self._ids.extend(ids)
+        self._names.extend(names)
+        self._slot.update(zip(ids, range(first, first + len(ids)), strict=True))
+        if len(self._ids) > len(self._nrows):
+            grown = np.zeros(max(1024, 2 * len(self._nrows), len(self._ids)), np.int64)
+            grown[: len(self._nrows)] = self._nrows
+            self._nrows = grown
+        return np.concatenate([np.array(reused, np.int64), np.arange(first, first + len(ids))])
 
     def _new_slot(self, ident: str, name: str) -> int:
         if self._free:
