@@ -153,12 +153,12 @@ class GalleryIndex(CandidateSearch, ExactScan):
         started = time.perf_counter()
         cursor = store.head()
         self._clear(store.model_versions().get(self.model_version, self.dim))
-        items: list[IdentityRows] = []
-        for batch in store.snapshot(self.model_version, batch_size=2000):
-            items += batch
-            if len(items) // 100_000 != (len(items) - len(batch)) // 100_000:
-                log.info("gallery index %s: %d identities read", self.model_version, len(items))
-        self.add_many(items)
+        for batch in store.snapshot(self.model_version, batch_size=2000):  # the next batch is read meanwhile
+            before = len(self)
+            self._add(batch)
+            if len(self) // 100_000 != before // 100_000:
+                log.info("gallery index %s: %d identities read", self.model_version, len(self))
+        self._refresh_ann()  # once, over everything
         self.cursor = cursor
         log.info(
             "gallery index %s: %d identities, %d rows loaded in %.2fs",
@@ -271,6 +271,10 @@ class GalleryIndex(CandidateSearch, ExactScan):
 
     def add_many(self, items: Sequence[IdentityRows]) -> None:
         """Insert or replace many identities; vectorised for bulk loads."""
+        self._add(items)
+        self._refresh_ann()
+
+    def _add(self, items: Sequence[IdentityRows]) -> None:
         if not items:
             return
         latest = {item.identity_id: item for item in items}  # a snapshot may repeat an id
@@ -279,7 +283,6 @@ class GalleryIndex(CandidateSearch, ExactScan):
         items = list(latest.values())
         block, counts = self._encode(items)
         self._append([i.identity_id for i in items], [i.name for i in items], block, counts)
-        self._refresh_ann()
 
     def _append(self, ids: list[str], names: list[str], block: np.ndarray, counts: np.ndarray) -> None:
         """Add new identities whose encoded rows are ``block``, ``counts[i]`` consecutive rows each."""
