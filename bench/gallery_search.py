@@ -1,25 +1,35 @@
-"""Gallery search benchmark: exact k-NN at 10k / 100k / 1M identities, float32 and int8.
+"""Gallery search benchmark: exact numpy, IVF (faiss, re-ranked exactly) and GPU exact search.
 
-Synthetic gallery: random unit 128-D vectors (seed fixed), one row per identity. Probes are noisy
-copies of gallery rows (squared distance ~0.4 to their source, like a second photo of the person);
-``recall_at_1`` is the share of probes whose int8 top-1 is the float32 top-1 (float32 rows: 1.0 by
-definition), ``recall_at_1_random`` the same for random probes (no true match, near-ties: the hard
-case for quantisation).
+Two galleries, one row per identity, 128-D:
 
-Two load paths, reported separately: ``build_s`` builds the index from a numpy array; ``load_s``
-loads it through Redis (an embedded server, ``enroll_many`` first, untimed) for sizes up to
-``--redis-max`` and equals ``build_s`` above it (``load_via`` says which).
+* ``synthetic``: random unit vectors (seed fixed). Probes are gallery rows plus noise scaled so that a
+  probe lies at squared L2 ``SAME_PERSON_SQ`` from its source: 0.43, the median distance between an
+  LFW person's first photo and their other photos under the default model (facenet-irv1-128 v1).
+  Random probes would have no meaningful nearest neighbour.
+* ``lfw-mix``: the real embeddings of the 1,680 LFW people with two or more photos (first photo
+  enrolled) hidden at random places among synthetic distractors, probed with their other photos.
+  The embeddings are computed once (MTCNN + IRV1 over 9,164 images, ~15 min on two busy cores) and
+  cached in ``~/.cache/streamproc/bench/lfw-multi-<version>.npz``.
 
-    python bench/gallery_search.py --sizes 10000,100000 --json out/gallery_search.json
+``recall_at_1`` / ``recall_at_10``: share of probes whose exact float32 top-1 is the index's top-1 /
+among its top-10 (exact rows: 1.0 for float32 by definition). ``true_top1``: share whose top-1 is the
+probe's own person. ``index`` is exact | ivf | gpu; ivf rows sweep ``--nprobe`` over one build.
+``--redis`` sizes are also enrolled into a Debian ``redis-server`` on a free loopback port and loaded
+back with ``GalleryIndex.load`` (timed: ``redis_load_s``).
+
+    python bench/gallery_search.py --sizes 10000,100000,1000000 --json out/gallery_search.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
-import resource
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,31 +37,74 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from streamproc.gallery.embedded import EmbeddedRedis, connect
+from streamproc.gallery.ann import AnnOptions
 from streamproc.gallery.index import GalleryIndex
 from streamproc.gallery.redis_store import RedisGalleryStore
 
 DIM = 128
 MODEL = "bench-v1"
+SAME_PERSON_SQ = 0.43
+BENCH_CACHE = Path.home() / ".cache/streamproc/bench"
+Data = tuple[np.ndarray, np.ndarray, np.ndarray]  # gallery rows, probe rows, probe's gallery row
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = rng.standard_normal((n, DIM), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.empty((n, DIM), np.float32)
+    for s in range(0, n, 1 << 20):  # in slices: 10M rows without a 10 GiB float64 temporary
+        part = rng.standard_normal((min(n - s, 1 << 20), DIM), dtype=np.float32)
+        x[s : s + len(part)] = part / np.linalg.norm(part, axis=1, keepdims=True)
+    return x
 
 
-def rss_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def synthetic(n: int, probes: int, rng: np.random.Generator) -> Data:
+    gallery = unit(rng, n)
+    src = rng.integers(0, n, probes)
+    scale = np.sqrt(1.0 / (1.0 - SAME_PERSON_SQ / 2) ** 2 - 1.0)  # |noise| giving that squared distance
+    p = gallery[src] + scale * unit(rng, probes)
+    return gallery, p / np.linalg.norm(p, axis=1, keepdims=True), src
 
 
-def latencies(index: GalleryIndex, probes: np.ndarray, batch: int, repeats: int) -> list[float]:
+def lfw_embeddings() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First-photo rows of the 1,680 people, their other photos' rows, and whose those are."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lfw_identification import embed_all
+
+    from streamproc import env
+    from streamproc.config import load_config
+    from streamproc.faces import FacePipeline
+
+    root = env.shared_data() / "lfw" / "lfw-deepfunneled"
+    people = {p.name: sorted(p.glob("*.jpg")) for p in sorted(root.iterdir()) if p.is_dir()}
+    multi = [imgs for imgs in people.values() if len(imgs) >= 2]
+    paths = [p for imgs in multi for p in imgs]
+    key = "\n".join(map(str, paths))
+    for cache in sorted(BENCH_CACHE.glob("lfw-multi-*.npz")):  # made by an earlier run: no model load
+        with np.load(cache, allow_pickle=False) as saved:
+            if str(saved["key"]) == key:
+                emb = np.asarray(saved["embeddings"])
+                break
+    else:
+        pipeline = FacePipeline(load_config(None))
+        emb = embed_all(pipeline, paths, BENCH_CACHE / f"lfw-multi-{pipeline.model_version}.npz")
+    starts = np.cumsum([0] + [len(imgs) for imgs in multi])
+    first = emb[starts[:-1]]
+    others = np.concatenate([emb[a + 1 : b] for a, b in itertools.pairwise(starts)])
+    owner = np.concatenate([np.full(b - a - 1, i) for i, (a, b) in enumerate(itertools.pairwise(starts))])
+    return first, others, owner
+
+
+def lfw_mix(n: int, probes: int, rng: np.random.Generator, lfw: tuple[np.ndarray, ...]) -> Data:
+    first, others, owner = lfw
+    gallery = unit(rng, n)
+    at = rng.choice(n, len(first), replace=False)  # where the real people hide
+    gallery[at] = first
+    pick = rng.choice(len(others), min(probes, len(others)), replace=False)
+    return gallery, others[pick], at[owner[pick]]
+
+
+def timed(index: GalleryIndex, probes: np.ndarray, batch: int, repeats: int) -> list[float]:
     out = []
     for r in range(repeats):
         start = (r * batch) % (len(probes) - batch + 1)
@@ -61,112 +114,195 @@ def latencies(index: GalleryIndex, probes: np.ndarray, batch: int, repeats: int)
     return out
 
 
-def top1(index: GalleryIndex, probes: np.ndarray) -> list[str]:
-    out: list[str] = []
+def top(index: GalleryIndex, probes: np.ndarray, k: int) -> np.ndarray:
+    out = []
     for s in range(0, len(probes), 32):
-        out += [r[0].identity_id for r in index.search(probes[s : s + 32], k=1)]
-    return out
+        out += [
+            [int(m.identity_id) for m in r] + [-1] * (k - len(r))
+            for r in index.search(probes[s : s + 32], k=k)
+        ]
+    return np.array(out)
 
 
-def load_via_redis(gallery: np.ndarray, ids: list[str], dtype: str, folder: Path) -> float:
-    with EmbeddedRedis(folder / dtype) as server:
-        store = RedisGalleryStore(connect(server.url), prefix="bench", dtype=dtype)
-        store.enroll_many([(name, gallery[i : i + 1]) for i, name in enumerate(ids)], MODEL, batch_size=2000)
-        t = time.perf_counter()
-        index = GalleryIndex.load(store, MODEL, dtype=dtype)
-        seconds = time.perf_counter() - t
-        assert len(index) == len(ids), (len(index), len(ids))
-        store.close()
-    return seconds
-
-
-def run_size(n: int, args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(args.seed)
-    gallery = unit(rng, n)
-    ids = [f"p{i:07d}" for i in range(n)]
-    src = rng.integers(0, n, args.probes)
-    noise = unit(rng, args.probes) * 0.45
-    genuine = gallery[src] + noise
-    genuine /= np.linalg.norm(genuine, axis=1, keepdims=True)
-    random_probes = unit(rng, args.probes)
-    rows: list[dict[str, Any]] = []
-    reference: dict[str, list[str]] = {}
-    for dtype in ("float32", "int8"):
-        t = time.perf_counter()
-        index = GalleryIndex.from_arrays(ids, ids, gallery, dtype=dtype, k=args.k)
-        build_s = time.perf_counter() - t
-        via = "numpy"
-        load_s = build_s
-        if n <= args.redis_max:
-            load_s, via = load_via_redis(gallery, ids, dtype, folder), "redis"
-        hits = {"genuine": top1(index, genuine), "random": top1(index, random_probes)}
-        if dtype == "float32":
-            reference = hits
-        recall = {
-            key: float(np.mean([a == b for a, b in zip(hits[key], reference[key], strict=True)]))
-            for key in hits
+def rows_for(
+    index: GalleryIndex,
+    data: Data,
+    ref: np.ndarray,
+    base: dict[str, Any],
+    args: argparse.Namespace,
+    repeats: int | None = None,
+) -> list[dict[str, Any]]:
+    """One row per batch size: latency, recall against the exact top-10 ``ref``."""
+    got = top(index, data[1], 10)
+    recall1 = float(np.mean(got[:, 0] == ref[:, 0]))
+    recall10 = float(np.mean([ref[i, 0] in got[i] for i in range(len(got))]))
+    true1 = float(np.mean(got[:, 0] == data[2]))
+    rows = []
+    for batch in (1, 32):
+        ms = timed(index, data[1], batch, repeats or args.repeats)
+        row = base | {
+            "batch": batch,
+            "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "recall_at_1": recall1,
+            "recall_at_10": recall10,
+            "true_top1": true1,
+            "index_bytes": index.nbytes,
+            "samples": len(ms),
         }
-        correct = float(np.mean([h == ids[s] for h, s in zip(hits["genuine"], src, strict=True)]))
-        for batch in (1, 32):
-            ms = latencies(
-                index, genuine, batch, args.repeats if n < 1_000_000 else max(10, args.repeats // 3)
-            )
-            row = {
-                "identities": n,
-                "dtype": dtype,
-                "batch": batch,
-                "p50_ms": round(float(np.percentile(ms, 50)), 3),
-                "p99_ms": round(float(np.percentile(ms, 99)), 3),
-                "recall_at_1": recall["genuine"],
-                "recall_at_1_random": recall["random"],
-                "true_top1": correct,
-                "load_s": round(load_s, 3),
-                "load_via": via,
-                "build_s": round(build_s, 3),
-                "index_bytes": index.nbytes,
-                "rss_bytes": (rss := rss_bytes()),
-                "samples": len(ms),
-            }
-            rows.append(row)
-            print(
-                f"{n:>9,d} {dtype:>7} batch={batch:<3d} p50={row['p50_ms']:9.3f} ms  p99={row['p99_ms']:9.3f} ms  "
-                f"recall@1={recall['genuine']:.4f} (random probes {recall['random']:.4f})  "
-                f"load={load_s:7.2f}s via {via:5s} build={build_s:6.2f}s  "
-                f"index={index.nbytes / 2**20:8.1f} MiB  rss={rss / 2**20:8.1f} MiB",
-                flush=True,
-            )
-        del index
+        rows.append(row)
+        extra = f" nprobe={row['nprobe']:<3d}" if "nprobe" in row else ""
+        print(
+            f"{row['data']:>9} {row['identities']:>10,d} {row['index']:>5} {row['dtype']:>7}{extra} batch={batch:<3d} "
+            f"p50={row['p50_ms']:8.3f} ms  p99={row['p99_ms']:8.3f} ms  recall@1={recall1:.4f} recall@10={recall10:.4f} "
+            f"true_top1={true1:.4f}  build={row['build_s']:7.2f}s  index={index.nbytes / 2**20:8.1f} MiB",
+            flush=True,
+        )
     return rows
+
+
+def run(name: str, data: Data, args: argparse.Namespace) -> list[dict[str, Any]]:
+    n = len(data[0])
+    ids = [str(i) for i in range(n)]
+    rows: list[dict[str, Any]] = []
+    base = {"data": name, "identities": n}
+    t = time.perf_counter()
+    exact = GalleryIndex.from_arrays(ids, ids, data[0], ann=None)
+    base_exact = base | {"index": "exact", "dtype": "float32", "build_s": round(time.perf_counter() - t, 2)}
+    ref = top(exact, data[1], 10)
+    if not args.skip_exact:  # fewer repeats: a 1M exact search takes seconds on a busy machine
+        rows += rows_for(
+            exact, data, ref, base_exact, args, max(5, args.repeats // 6) if n >= 1_000_000 else None
+        )
+    del exact
+    if torch.cuda.is_available():
+        gpu = GalleryIndex.from_arrays(ids, ids, data[0], ann=None, device="cuda")
+        rows += rows_for(gpu, data, ref, base | {"index": "gpu", "dtype": "float16", "build_s": 0.0}, args)
+        del gpu
+    if n > args.ann_max:
+        return rows
+    options = AnnOptions(min_size=1, storage=args.storage, candidates=args.candidates, threads=args.threads)
+    t = time.perf_counter()
+    ivf = GalleryIndex.from_arrays(ids, ids, data[0], ann=options)
+    build_s = round(time.perf_counter() - t, 2)
+    assert ivf._ann is not None
+    for nprobe in [int(v) for v in args.nprobe.split(",")]:
+        ivf._ann.nprobe = nprobe
+        extra = {
+            "index": "ivf",
+            "dtype": args.storage,
+            "nprobe": nprobe,
+            "nlist": ivf._ann.nlist,
+            "build_s": build_s,
+        }
+        rows += rows_for(ivf, data, ref, base | extra, args)
+    return rows
+
+
+def redis_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    binary = shutil.which("redis-server") or sys.exit(
+        "redis-server is not installed (apt-get install redis-server)"
+    )
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def redis_load(n: int, folder: Path) -> dict[str, Any]:
+    """Enrol ``n`` synthetic identities (untimed), then time ``GalleryIndex.load`` of them."""
+    gallery = unit(np.random.default_rng(1), n)
+    proc, url = redis_server(folder)
+    try:
+        import redis
+
+        store = RedisGalleryStore(redis.Redis.from_url(url), prefix="bench")
+        t = time.perf_counter()
+        for s in range(0, n, 100_000):
+            part = [(f"p{i:08d}", gallery[i : i + 1]) for i in range(s, min(n, s + 100_000))]
+            store.enroll_many(part, MODEL, batch_size=2000)
+        enroll_s = time.perf_counter() - t
+        t = time.perf_counter()
+        index = GalleryIndex.load(store, MODEL, ann=None)
+        load_s = time.perf_counter() - t
+        assert len(index) == n, (len(index), n)
+        store.close()
+    finally:
+        proc.terminate()
+        proc.wait()
+    print(
+        f"redis load: {n:,d} identities enrolled in {enroll_s:.1f}s, loaded by GalleryIndex.load in {load_s:.2f}s",
+        flush=True,
+    )
+    return {
+        "data": "redis-load",
+        "identities": n,
+        "redis_load_s": round(load_s, 2),
+        "enroll_s": round(enroll_s, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated gallery sizes")
-    parser.add_argument("--redis-max", type=int, default=100_000, help="largest size also loaded via Redis")
+    parser.add_argument("--big", action="store_true", help="also 10,000,000 identities")
+    parser.add_argument("--data", default="synthetic,lfw-mix", help="galleries: synthetic, lfw-mix")
+    parser.add_argument(
+        "--redis", default="1000000", help="sizes also loaded through a real Redis ('' = none)"
+    )
     parser.add_argument("--probes", type=int, default=512, help="probes for recall and latency")
-    parser.add_argument("--repeats", type=int, default=60, help="timed searches per (size, dtype, batch)")
-    parser.add_argument("--k", type=int, default=5, help="candidates per probe")
+    parser.add_argument("--repeats", type=int, default=60, help="timed searches per row")
+    parser.add_argument("--nprobe", default="16,32,64,128", help="IVF cells scanned per probe (one row each)")
+    parser.add_argument("--storage", default="sq8", choices=["sq8", "flat"])
+    parser.add_argument("--candidates", type=int, default=32, help="IVF candidates re-ranked exactly")
+    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads")
+    parser.add_argument("--ann-max", type=int, default=10_000_000, help="largest size given an IVF index")
+    parser.add_argument("--skip-exact", action="store_true", help="no exact numpy rows (still the reference)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
     args = parser.parse_args(argv)
-    # random unit vectors sometimes have a component above 0.5, which int8 codes clip; known, not news
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("streamproc.gallery.quantize").setLevel(logging.ERROR)
-    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()] + (
+        [10_000_000] if args.big else []
+    )
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (GPU rows skipped)"
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    print(f"gallery search bench: dim={DIM} k={args.k} cpus={os.cpu_count()} OPENBLAS_NUM_THREADS={threads}")
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())  # the machine is shared: say how busy it was
+    print(
+        f"gallery search bench: dim={DIM} cpus={os.cpu_count()} load={load} OPENBLAS_NUM_THREADS={threads} gpu={gpu}"
+    )
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="gallery-bench-") as tmp:
-        for n in sizes:
-            rows += run_size(n, args, Path(tmp) / str(n))
-    print("int8 / float32 latency (p50, p99):")
+    lfw = lfw_embeddings() if "lfw-mix" in args.data else None
     for n in sizes:
-        for batch in (1, 32):
-            f32, i8 = (next(r for r in rows if r["identities"] == n and r["dtype"] == d and r["batch"] == batch)
-                       for d in ("float32", "int8"))  # fmt: skip
-            print(
-                f"  {n:>9,d} batch={batch:<3d} p50 x{i8['p50_ms'] / f32['p50_ms']:.2f}  "
-                f"p99 x{i8['p99_ms'] / f32['p99_ms']:.2f}  memory x{i8['index_bytes'] / f32['index_bytes']:.2f}"
-            )
+        for name in args.data.split(","):
+            rng = np.random.default_rng(args.seed)
+            if name == "synthetic" or lfw is None:
+                data = synthetic(n, args.probes, rng)
+            else:
+                data = lfw_mix(n, args.probes, rng, lfw)
+            rows += run(name, data, args)
+            del data
+    with tempfile.TemporaryDirectory(prefix="gallery-bench-") as tmp:
+        for n in [int(s) for s in args.redis.split(",") if s.strip()]:
+            rows.append(redis_load(n, Path(tmp)))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))

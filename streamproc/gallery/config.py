@@ -97,6 +97,26 @@ class GalleryConfig(BaseModel):
     embedded_dir: Path | None = Field(
         None, description="data folder of the embedded server; None = <STREAMPROC_DATA_DIR>/redis"
     )
+    ann_min_size: int | None = Field(
+        50_000,
+        ge=1,
+        description="identities from which search uses the approximate (IVF) index; None = always exact",
+    )
+    ann_nlist: int = Field(0, ge=0, description="IVF cells; 0 = 2 * sqrt(rows), about 2,000 at 1M")
+    ann_nprobe: int = Field(64, ge=1, description="IVF cells scanned per probe: more = better recall, slower")
+    ann_storage: Literal["flat", "sq8"] = Field(
+        "sq8", description="IVF cell storage: float32 rows or 8-bit codes (candidates are re-ranked exactly)"
+    )
+    ann_candidates: int = Field(32, ge=1, description="IVF candidates per probe re-ranked exactly")
+    ann_threads: int = Field(1, ge=1, le=256, description="faiss OpenMP threads of this process")
+    search_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="exact search on a CUDA GPU (torch, float16) when 'auto' finds one or 'cuda'"
+    )
+    index_cache_dir: Path | None = Field(
+        None,
+        description="where an approximate index is saved so a restart does not rebuild it; "
+        "None = <STREAMPROC_DATA_DIR>/index",
+    )
 
     @field_validator("prefix")
     @classmethod

@@ -32,18 +32,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from streamproc.errors import GalleryError, IncompatibleModels, InputError
+from streamproc.gallery import index_cache
+from streamproc.gallery.ann import AnnOptions, IvfIndex
 from streamproc.gallery.base import ChangeEvent, Changes, GalleryStore, IdentityRows, Match
+from streamproc.gallery.candidates import CandidateSearch, index_options
 from streamproc.gallery.config import GalleryConfig
+from streamproc.gallery.exact_scan import ExactScan
 from streamproc.gallery.quantize import dequantize, quantize
 
+if TYPE_CHECKING:
+    from streamproc.gallery.torch_search import TorchRows
+
 log = logging.getLogger(__name__)
-_FIRST_CHUNK = 4096  # a small first chunk sets every probe's threshold cheaply
-_INT8_CHUNK = 32768  # int8 rows widened at a time: a 16 MiB float32 scratch at D=128
 
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -55,7 +61,7 @@ def _unit_rows(rows: np.ndarray) -> np.ndarray:
     return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
-class GalleryIndex:
+class GalleryIndex(CandidateSearch, ExactScan):
     """In-memory exact k-NN index of one model version; ``search`` returns the ``k`` closest people.
 
     Example:
@@ -75,6 +81,9 @@ class GalleryIndex:
         k: int = 5,
         threshold: float | None = None,
         chunk_rows: int = 65536,
+        ann: AnnOptions | None = AnnOptions(),  # noqa: B008 - frozen
+        device: str | None = None,
+        cache_dir: Path | None = None,
     ):
         if dtype not in ("float32", "int8") or match not in ("mean", "best"):
             raise InputError(
@@ -86,6 +95,9 @@ class GalleryIndex:
         self.k = k
         self.threshold = threshold
         self.chunk_rows = max(1024, int(chunk_rows))
+        self.ann_options = ann
+        self.device = device
+        self.cache_dir = cache_dir
         self.cursor = "0-0"
         self._store: GalleryStore | None = None
         self._clear(dim)
@@ -102,26 +114,38 @@ class GalleryIndex:
         self._slot: dict[str, int] = {}
         self._free: list[int] = []
         self._buf = np.zeros((0, 0), np.float32)  # int8 widening scratch
+        self._rid = np.zeros(0, np.int64)  # row -> stable row id (what the approximate index holds)
+        self._pos = np.zeros(0, np.int64)  # stable row id -> row
+        self._next_rid = 0
+        self._ann: IvfIndex | None = None
+        self._gpu: TorchRows | None = None
+        if self.device is not None:
+            from streamproc.gallery.torch_search import TorchRows
+
+            self._gpu = TorchRows(self.device)
 
     # --- construction ---------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: GalleryConfig, model_version: str, dim: int | None = None) -> GalleryIndex:
-        return cls(
-            model_version,
-            dim=dim,
-            dtype=config.dtype,
-            match=config.match,
-            k=config.k,
-            threshold=config.threshold,
-        )
+        return cls(model_version, dim=dim, threshold=config.threshold, **index_options(config))
 
     @classmethod
     def load(cls, store: GalleryStore, model_version: str, **kwargs: Any) -> GalleryIndex:
-        """Build from the store's snapshot of ``model_version``; ``sync`` keeps it current."""
+        """Build from the store's snapshot of ``model_version``; ``sync`` keeps it current.
+
+        With ``cache_dir``, an approximate index saved there by an earlier process is restored and
+        brought up to date from the change log instead (a full reload when the log was trimmed)."""
         index = cls(model_version, **kwargs)
         index._store = store
-        index.reload()
+        if index.cache_dir is not None and index_cache.restore(index, index._cache_path()):
+            index.sync()
+        else:
+            index.reload()
         return index
+
+    def _cache_path(self) -> Path:
+        prefix = getattr(getattr(self._store, "config", None), "prefix", "gallery")
+        return Path(self.cache_dir or ".") / f"{prefix}-{self.model_version}"
 
     def reload(self) -> None:
         """Drop everything and load the store's current snapshot (the cursor is taken first)."""
@@ -129,8 +153,12 @@ class GalleryIndex:
         started = time.perf_counter()
         cursor = store.head()
         self._clear(store.model_versions().get(self.model_version, self.dim))
-        batches = list(store.snapshot(self.model_version, batch_size=2000))
-        self.add_many([rows for batch in batches for rows in batch])
+        for batch in store.snapshot(self.model_version, batch_size=2000):  # the next batch is read meanwhile
+            before = len(self)
+            self._add(batch)
+            if len(self) // 100_000 != before // 100_000:
+                log.info("gallery index %s: %d identities read", self.model_version, len(self))
+        self._refresh_ann()  # once, over everything
         self.cursor = cursor
         log.info(
             "gallery index %s: %d identities, %d rows loaded in %.2fs",
@@ -139,6 +167,13 @@ class GalleryIndex:
             self._n,
             time.perf_counter() - started,
         )
+        if self._ann is not None and self.cache_dir is not None:
+            index_cache.save(self, self._cache_path())
+
+    def save_cache(self) -> None:
+        """Write the approximate index and rows to ``cache_dir`` (a restart then skips the rebuild)."""
+        if self.cache_dir is not None:
+            index_cache.save(self, self._cache_path())
 
     @classmethod
     def from_arrays(
@@ -154,6 +189,7 @@ class GalleryIndex:
         elif index.dtype == "float32" and rows.dtype == np.int8:
             rows = dequantize(rows)
         index._append(list(ids), list(names), rows, np.ones(len(ids), np.int64))
+        index._refresh_ann()
         return index
 
     def _need_store(self) -> GalleryStore:
@@ -172,14 +208,25 @@ class GalleryIndex:
     @property
     def nbytes(self) -> int:
         """Bytes of the numpy arrays (matrix, norms, owners; not the id/name dictionaries)."""
-        return (
-            self._mat.nbytes + self._inv.nbytes + self._owner.nbytes + self._nrows.nbytes + self._buf.nbytes
+        arrays = (self._mat, self._inv, self._owner, self._nrows, self._buf, self._rid, self._pos)
+        extra = (0 if self._ann is None else self._ann.nbytes) + (
+            0 if self._gpu is None else self._gpu.nbytes
         )
+        return sum(a.nbytes for a in arrays) + extra
 
     # --- updates --------------------------------------------------------------------------------------
     def _encode(self, items: Sequence[IdentityRows]) -> tuple[np.ndarray, np.ndarray]:
         """Stored rows of the identities, concatenated (float32 unit rows or int8 codes; mean mode: one
         row each), and the number of rows of each. Conversions run once over the whole batch."""
+        target = np.int8 if self.dtype == "int8" else np.float32
+        whole = [item.rows for item in items]
+        counts = np.fromiter(map(len, whole), np.int64, len(whole))
+        kinds = {(r.ndim, r.shape[1] if r.ndim == 2 else -1, r.dtype) for r in whole}
+        if len(kinds) == 1 and counts.min() > 0 and (self.match == "best" or counts.max() == 1):
+            ndim, dim, dtype = kinds.pop()  # a bulk load: one shape, one dtype, nothing to average
+            if ndim == 2 and dim == (self.dim or dim) and dtype == target:
+                block = np.concatenate(whole)
+                return (block if target == np.int8 else _unit_rows(block)), counts
         parts: list[np.ndarray] = []
         for item in items:
             rows = item.rows
@@ -195,7 +242,6 @@ class GalleryIndex:
                 rows = _unit_rows(rows).mean(axis=0, keepdims=True)
             parts.append(rows)
         counts = np.array([len(r) for r in parts], np.int64)
-        target = np.int8 if self.dtype == "int8" else np.float32
         other = [i for i, r in enumerate(parts) if r.dtype != target]
         if other:
             mixed = np.concatenate([parts[i] for i in other])
@@ -221,9 +267,14 @@ class GalleryIndex:
         self._mat = mat
         self._inv = np.resize(self._inv, cap)
         self._owner = np.resize(self._owner, cap)
+        self._rid = np.resize(self._rid, cap)
 
     def add_many(self, items: Sequence[IdentityRows]) -> None:
         """Insert or replace many identities; vectorised for bulk loads."""
+        self._add(items)
+        self._refresh_ann()
+
+    def _add(self, items: Sequence[IdentityRows]) -> None:
         if not items:
             return
         latest = {item.identity_id: item for item in items}  # a snapshot may repeat an id
@@ -236,7 +287,7 @@ class GalleryIndex:
     def _append(self, ids: list[str], names: list[str], block: np.ndarray, counts: np.ndarray) -> None:
         """Add new identities whose encoded rows are ``block``, ``counts[i]`` consecutive rows each."""
         self._reserve(len(block), block.shape[1])
-        slots = np.array([self._new_slot(i, n) for i, n in zip(ids, names, strict=True)], np.int64)
+        slots = self._new_slots(ids, names)
         self._nrows[slots] = counts
         start, stop = self._n, self._n + len(block)
         self._mat[start:stop] = block
@@ -245,10 +296,34 @@ class GalleryIndex:
             norms = np.linalg.norm(block.astype(np.float32), axis=1)
             self._inv[start:stop] = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         self._n = stop
+        rids = np.arange(self._next_rid, self._next_rid + len(block), dtype=np.int64)
+        self._next_rid += len(block)
+        if len(self._pos) < self._next_rid:
+            self._pos = np.resize(self._pos, max(self._next_rid, 2 * len(self._pos), 1024))
+        self._pos[rids] = np.arange(start, stop)
+        self._rid[start:stop] = rids
+        if self._gpu is not None:
+            self._gpu.mark(np.arange(start, stop))
+        if self._ann is not None:
+            self._ann.add(dequantize(block) if block.dtype == np.int8 else block, rids)
 
     def upsert(self, identity_id: str, name: str, rows: np.ndarray) -> None:
         """Insert or replace one identity's rows (float unit rows or int8 codes)."""
         self.add_many([IdentityRows(identity_id, name, np.asarray(rows))])
+
+    def _new_slots(self, ids: list[str], names: list[str]) -> np.ndarray:
+        """Slots for new identities: free ones first, then appended in one go (bulk loads)."""
+        reused = [self._new_slot(i, n) for i, n in zip(ids, names, strict=False) if self._free]
+        ids, names = ids[len(reused) :], names[len(reused) :]
+        first = len(self._ids)
+        self._ids.extend(ids)
+        self._names.extend(names)
+        self._slot.update(zip(ids, range(first, first + len(ids)), strict=True))
+        if len(self._ids) > len(self._nrows):
+            grown = np.zeros(max(1024, 2 * len(self._nrows), len(self._ids)), np.int64)
+            grown[: len(self._nrows)] = self._nrows
+            self._nrows = grown
+        return np.concatenate([np.array(reused, np.int64), np.arange(first, first + len(ids))])
 
     def _new_slot(self, ident: str, name: str) -> int:
         if self._free:
@@ -270,12 +345,20 @@ class GalleryIndex:
         slot = self._slot.pop(identity_id, None)
         if slot is None:
             return False
-        for row in np.flatnonzero(self._owner[: self._n] == slot)[::-1]:
+        rows = np.flatnonzero(self._owner[: self._n] == slot)[::-1]
+        if self._ann is not None:  # first, so the person is never a candidate again
+            self._ann.remove(self._rid[rows])
+        self._pos[self._rid[rows]] = -1  # and a stale candidate id maps to no row
+        for row in rows:
             last = self._n - 1
             if row != last:  # swap-remove keeps rows [0, n) dense
                 self._mat[row] = self._mat[last]
                 self._inv[row] = self._inv[last]
                 self._owner[row] = self._owner[last]
+                self._rid[row] = self._rid[last]
+                self._pos[self._rid[row]] = row
+                if self._gpu is not None:
+                    self._gpu.mark(np.array([row]))
             self._n = last
         self._ids[slot], self._names[slot] = None, ""
         self._nrows[slot] = 0
@@ -333,63 +416,6 @@ class GalleryIndex:
             raise InputError("probes: expected finite values, got NaN or inf")
         return np.ascontiguousarray(p, np.float32)
 
-    def _chunk(self, start: int, stop: int) -> np.ndarray:
-        if self.dtype == "float32":
-            return self._mat[start:stop]
-        if len(self._buf) < stop - start or self._buf.shape[1] != self.dim:
-            rows = max(stop - start, min(self.chunk_rows, _INT8_CHUNK, max(_FIRST_CHUNK, self._n // 8)))
-            self._buf = np.empty((rows, self.dim or 0), np.float32)  # widening scratch, reused
-        out = self._buf[: stop - start]
-        np.copyto(out, self._mat[start:stop], casting="unsafe")
-        return out
-
-    def _top_rows(self, p: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per probe, the ``m`` rows of highest dot product: scores and row indices, best first."""
-        step = self.chunk_rows
-        if self.dtype == "int8":  # the widening scratch stays below half the size of the codes
-            step = min(step, _INT8_CHUNK, max(_FIRST_CHUNK, self._n // 8))
-        stop = min(self._n, max(_FIRST_CHUNK, m))
-        first = np.ascontiguousarray(self._scores(p, 0, stop).T)  # (B, c)
-        top = np.argpartition(first, stop - m, axis=1)[:, stop - m :]
-        best_s = np.take_along_axis(first, top, 1)
-        order = np.argsort(-best_s, axis=1)
-        best_s, best_i = (
-            np.take_along_axis(best_s, order, 1),
-            np.take_along_axis(top, order, 1).astype(np.int64),
-        )
-        while stop < self._n:
-            start, stop = stop, min(self._n, stop + step)
-            scores = self._scores(p, start, stop)
-            hits = np.flatnonzero(scores > best_s[None, :, -1])  # rows that beat a probe's m-th best
-            if len(hits):
-                self._merge(scores, hits, start, best_s, best_i)
-        return best_s, best_i
-
-    def _scores(self, p: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """``(stop - start, B)`` dot products of rows ``[start, stop)`` with the probes."""
-        chunk = self._chunk(start, stop)
-        scores = (chunk @ p[0])[:, None] if len(p) == 1 else chunk @ p.T  # BLAS is fastest this way round
-        if self.dtype == "int8":
-            scores *= self._inv[start:stop, None]
-        return scores
-
-    @staticmethod
-    def _merge(
-        scores: np.ndarray, hits: np.ndarray, start: int, best_s: np.ndarray, best_i: np.ndarray
-    ) -> None:
-        """Merge the hits (flat indices into the ``(c, B)`` scores) into the sorted best lists, vectorised."""
-        m = best_s.shape[1]
-        row, col = np.divmod(hits, scores.shape[1])
-        need = np.unique(col)  # probes this chunk improves
-        group = np.concatenate([np.repeat(np.arange(len(need)), m), np.searchsorted(need, col)])
-        cand_s = np.concatenate([best_s[need].ravel(), scores.ravel()[hits]])
-        cand_i = np.concatenate([best_i[need].ravel(), row + start])
-        order = np.lexsort((-cand_s, group))  # by probe, then best first
-        rank = np.arange(len(order)) - np.searchsorted(group[order], group[order])
-        keep = order[rank < m]  # every probe has at least its m current entries
-        best_s[need] = cand_s[keep].reshape(len(need), m)
-        best_i[need] = cand_i[keep].reshape(len(need), m)
-
     def search(
         self, probes: np.ndarray, k: int | None = None, model_version: str | None = None
     ) -> list[list[Match]]:
@@ -402,7 +428,7 @@ class GalleryIndex:
             return [[] for _ in range(len(p))]
         most = int(self._nrows.max()) if self.match == "best" else 1
         m = min(self._n, (min(k, len(self)) - 1) * most + 1)
-        scores, rows = self._top_rows(p, m)
+        scores, rows = self._candidates(p, m)
         pn = np.einsum("ij,ij->i", p, p)
         dist = np.maximum(pn[:, None] + 1.0 - 2.0 * scores, 0.0)  # gallery rows have unit norm
         owners = np.where(rows >= 0, self._owner[np.maximum(rows, 0)], -1)

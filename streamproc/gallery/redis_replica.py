@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import numpy as np
@@ -12,40 +13,94 @@ from streamproc.errors import GalleryError
 from streamproc.gallery.base import ChangeEvent, Changes, IdentityRows, Op
 from streamproc.gallery.redis_base import RedisBase, as_str, stream_key
 
+# KEYS: identity hash, embeddings hash, ... per id -> name (nil when erased), the packed rows joined
+_ROWS_LUA = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[#out + 1] = redis.call('HGET', KEYS[i], 'name')
+  out[#out + 1] = table.concat(redis.call('HVALS', KEYS[i + 1]))
+end
+return out
+"""
+
+# KEYS: the members set; ARGV: SSCAN cursor, count, identity key prefix, embeddings key prefix.
+# Keys read per member are derived from the member ids (a standalone server; not for Redis Cluster).
+_SCAN_LUA = """
+local scan = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local ids, names, sizes, blobs = {}, {}, {}, {}
+for i, id in ipairs(scan[2]) do
+  local blob = table.concat(redis.call('HVALS', ARGV[4] .. id))
+  ids[i] = id
+  names[i] = redis.call('HGET', ARGV[3] .. id, 'name') or ''
+  sizes[i] = #blob
+  blobs[i] = blob
+end
+return {scan[1], table.concat(ids, '\\n'), table.concat(names, '\\n'), table.concat(sizes, ','), table.concat(blobs)}
+"""
+
 
 class RedisReplicaReads(RedisBase):
     """Replica-side reads of ``RedisGalleryStore`` (not used alone)."""
 
+    _rows_script: Any = None  # the registered scripts, made on first use
+    _scan_script: Any = None
+
     # --- replicas -----------------------------------------------------------------------------------
     def _rows_of(self, ids: list[str], mv: str, info: tuple[int, np.dtype[Any]]) -> list[IdentityRows]:
-        def read() -> list[Any]:
-            pipe = self._r.pipeline(transaction=False)
-            for ident in ids:
-                pipe.hget(self._ident(ident), "name")
-                pipe.hvals(self._emb(mv, ident))
-            return pipe.execute()
-
-        replies = self._call(read)
+        """Name and rows of each id, read by one server-side script (one round trip, one reply element
+        per field instead of one per enrollment batch: a 1M snapshot is ~500 calls)."""
+        if self._rows_script is None:
+            self._rows_script = self._r.register_script(_ROWS_LUA)
+        keys = [key for ident in ids for key in (self._ident(ident), self._emb(mv, ident))]
+        script = self._rows_script
+        replies = self._call(lambda: script(keys=keys)) if keys else []
+        dim, dtype = info
         out = []
         for i, ident in enumerate(ids):
-            name, blobs = replies[2 * i], replies[2 * i + 1]
-            if name is not None and blobs:
-                out.append(IdentityRows(ident, as_str(name), self._unpack(blobs, *info)))
+            name, blob = replies[2 * i], replies[2 * i + 1]
+            if name is not None and blob:
+                out.append(IdentityRows(ident, as_str(name), np.frombuffer(blob, dtype).reshape(-1, dim)))
         return out
 
     def _snapshot(self, model_version: str, batch_size: int) -> Iterator[list[IdentityRows]]:
+        """SSCAN batches, each read by one script call that returns five strings (cursor, ids, names,
+        byte sizes, rows joined): a 1M snapshot is ~500 calls, parsed without a reply element per id."""
         info = self._call(lambda: self._model_info(self._r, model_version))
         if info is None:
             return
-        cursor: int = 0
-        while True:
-            cursor, members = self._call(
-                lambda c=cursor: self._r.sscan(self._members(model_version), c, count=batch_size)  # type: ignore[misc]
+        if self._scan_script is None:
+            self._scan_script = self._r.register_script(_SCAN_LUA)
+        script, members = self._scan_script, self._members(model_version)
+        args = [batch_size, self.key("identity", ""), self.key("emb", model_version, "")]
+
+        def read(cursor: bytes) -> list[bytes]:
+            return self._call(lambda: script(keys=[members], args=[cursor, *args]))
+
+        with ThreadPoolExecutor(1, thread_name_prefix="gallery-snapshot") as reader:
+            pending = reader.submit(read, b"0")
+            while True:  # the server reads the next batch while this thread unpacks the current one
+                cursor, ids, names, sizes, blob = pending.result()
+                if cursor != b"0":
+                    pending = reader.submit(read, cursor)
+                if ids:
+                    yield self._split_rows(ids, names, sizes, blob, *info)
+                if cursor == b"0":
+                    return
+
+    @staticmethod
+    def _split_rows(
+        ids: bytes, names: bytes, sizes: bytes, blob: bytes, dim: int, dtype: np.dtype[Any]
+    ) -> list[IdentityRows]:
+        rows = np.frombuffer(blob, dtype).reshape(-1, dim)
+        counts = np.array(sizes.split(b","), "S").astype(np.int64) // (dim * dtype.itemsize)
+        ends = np.cumsum(counts).tolist()
+        return [
+            IdentityRows(ident, name, rows[end - c : end])
+            for ident, name, c, end in zip(
+                ids.decode().split("\n"), names.decode().split("\n"), counts.tolist(), ends, strict=True
             )
-            if members:
-                yield self._rows_of([as_str(m) for m in members], model_version, info)
-            if cursor == 0:
-                return
+            if c and name  # erased between the scan and the read
+        ]
 
     def _fetch(self, identity_ids: list[str], model_version: str) -> dict[str, IdentityRows]:
         info = self._call(lambda: self._model_info(self._r, model_version))

@@ -29,7 +29,7 @@ from streamproc.errors import GalleryError
 from streamproc.gallery import policy
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.embedded import connect
-from streamproc.gallery.index import GalleryIndex
+from streamproc.gallery.index import GalleryIndex, index_options
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.metrics import NullRecorder, Recorder
 from streamproc.models import compat, registry
@@ -83,8 +83,7 @@ class Outlet:
             if store is None:
                 store = RedisGalleryStore.from_config(config.gallery)
                 self._owned_store = True
-            g = config.gallery
-            index = GalleryIndex.load(store, card.version, dtype=g.dtype, match=g.match, k=g.k)
+            index = GalleryIndex.load(store, card.version, **index_options(config.gallery))
         self.store, self.index = store, index
         resolved = policy.for_gallery(config.gallery, card, card.version, len(index), store)
         self.threshold = resolved.value
@@ -263,7 +262,7 @@ class Outlet:
     def _switch_gallery(self, version: str) -> None:
         assert self.store is not None
         g = self.config.gallery
-        index = GalleryIndex.load(self.store, version, dtype=g.dtype, match=g.match, k=g.k)
+        index = GalleryIndex.load(self.store, version, **index_options(g))
         card = registry.peek_card(registry.name_for(version))
         resolved = policy.for_gallery(g, card, version, len(index), self.store)
         self.match.switch_index(index, resolved.value)

@@ -1,0 +1,141 @@
+"""Approximate candidates for large galleries: a faiss inverted-file (IVF) index over unit rows.
+
+k-means, trained on a sample of the gallery, splits the rows into ``nlist`` cells; a search scans only
+the ``nprobe`` cells closest to each probe and returns the ids of the best rows found there.
+``GalleryIndex`` then re-ranks those candidates exactly against its own rows, so the reported
+distances are exact and only a true neighbour lying in an unscanned cell can be missed.
+
+* ``storage="sq8"``: the cells hold 8-bit scalar codes (128 bytes a row at D=128); ``"flat"``: float32.
+* Rows are added and removed by id, without retraining: a removed id is never returned again, which
+  is what makes an erasure immediate. Cells trained on a small gallery grow unbalanced as it grows,
+  so ``GalleryIndex`` rebuilds when it has grown ``REBUILD_GROWTH`` times past the trained size.
+* faiss runs its loops on OpenMP threads; ``threads`` sets them for the process (on a machine shared
+  with the decoder and the embedder, 1 or 2).
+
+>>> rows = np.eye(4, 8, dtype=np.float32)
+>>> ann = IvfIndex.build(rows, np.arange(4), AnnOptions(nlist=2, nprobe=2))
+>>> ann.search(rows[:1], 1).tolist()
+[[0]]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from streamproc.errors import InputError
+
+REBUILD_GROWTH = 4.0  # rebuild once the gallery is this many times the size the cells were trained on
+_TRAIN_PER_CELL = 40  # k-means sample: rows per cell (faiss warns below 39)
+
+
+@dataclass(frozen=True)
+class AnnOptions:
+    """When and how ``GalleryIndex`` uses the approximate index (see ``GalleryConfig.ann_*``).
+
+    Example:
+        >>> AnnOptions(min_size=10).nlist_for(1_000_000)
+        2000
+    """
+
+    min_size: int = 50_000
+    nlist: int = 0
+    nprobe: int = 64
+    storage: Literal["flat", "sq8"] = "sq8"
+    candidates: int = 32
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.storage not in ("flat", "sq8") or self.nprobe < 1 or self.candidates < 1 or self.threads < 1:
+            raise InputError(
+                "AnnOptions: expected storage flat|sq8 and nprobe, candidates, threads >= 1, got "
+                f"{self.storage} {self.nprobe} {self.candidates} {self.threads}"
+            )
+
+    def nlist_for(self, n: int) -> int:
+        """Cells for ``n`` rows: ``nlist`` when set, else 2 * sqrt(n) (about 500 rows a cell at 1M)."""
+        return self.nlist if self.nlist > 0 else max(1, min(65536, int(2 * math.sqrt(n))))
+
+
+class IvfIndex:
+    """Candidate ids of the rows nearest to probes; ids are any non-negative int64 chosen by the caller.
+
+    Example:
+        >>> ann = IvfIndex.build(rows, ids, AnnOptions())   # doctest: +SKIP
+        >>> ann.remove(ids[:1]); ann.search(probes, 32)      # doctest: +SKIP
+    """
+
+    def __init__(self, index: faiss.Index, options: AnnOptions, trained_for: int):
+        self._index = index
+        self.options = options
+        self.trained_for = trained_for
+        faiss.omp_set_num_threads(options.threads)
+        faiss.extract_index_ivf(index).nprobe = options.nprobe
+
+    @classmethod
+    def build(cls, rows: np.ndarray, ids: np.ndarray, options: AnnOptions, seed: int = 0) -> IvfIndex:
+        """Train the cells on a sample of ``rows`` (float32 unit rows) and add them all under ``ids``."""
+        n, dim = rows.shape
+        faiss.omp_set_num_threads(options.threads)
+        nlist = min(options.nlist_for(n), n)
+        quantizer = faiss.IndexFlatL2(dim)
+        index: faiss.IndexIVF
+        if options.storage == "sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist)
+        sample = min(n, _TRAIN_PER_CELL * nlist)
+        pick = np.random.default_rng(seed).choice(n, sample, replace=False) if sample < n else slice(None)
+        index.cp.min_points_per_centroid = 1  # small galleries: no warning, the cells are just small
+        index.train(np.ascontiguousarray(rows[pick], np.float32))
+        out = cls(index, options, n)
+        out.add(rows, ids)
+        return out
+
+    @property
+    def nprobe(self) -> int:
+        return int(faiss.extract_index_ivf(self._index).nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        faiss.extract_index_ivf(self._index).nprobe = max(1, int(value))
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def nlist(self) -> int:
+        return int(faiss.extract_index_ivf(self._index).nlist)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the codes and ids in the cells plus the centroids."""
+        code = 4 * self._index.d if self.options.storage == "flat" else self._index.d
+        return len(self) * (code + 8) + self.nlist * self._index.d * 4
+
+    def add(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        if len(rows):
+            self._index.add_with_ids(np.ascontiguousarray(rows, np.float32), np.asarray(ids, np.int64))
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove every row with one of ``ids``; returns how many were removed."""
+        ids = np.asarray(ids, np.int64)
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(ids))) if len(ids) else 0
+
+    def search(self, probes: np.ndarray, k: int) -> np.ndarray:
+        """``(B, k)`` ids of the best rows in the probes' nearest cells, best first; -1 pads."""
+        faiss.omp_set_num_threads(self.options.threads)
+        _, ids = self._index.search(np.ascontiguousarray(probes, np.float32), k)
+        return ids
+
+    def save(self, path: Path) -> None:
+        faiss.write_index(self._index, str(path))
+
+    @classmethod
+    def read(cls, path: Path, options: AnnOptions, trained_for: int) -> IvfIndex:
+        return cls(faiss.read_index(str(path)), options, trained_for)

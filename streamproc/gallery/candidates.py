@@ -1,0 +1,130 @@
+"""How ``GalleryIndex`` finds candidates beyond its exact numpy scan: an IVF index or a GPU mirror.
+
+A mix-in of ``GalleryIndex`` (rows, stable row ids and options live there). From
+``AnnOptions.min_size`` rows the IVF index (``ann.py``) proposes candidates; with a ``device`` the torch
+mirror (``torch_search.py``) scans every row. Either way the candidates are re-ranked against the
+index's own float32 rows or int8 codes, so reported distances are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from streamproc import env
+from streamproc.gallery.ann import REBUILD_GROWTH, AnnOptions, IvfIndex
+from streamproc.gallery.config import GalleryConfig
+from streamproc.gallery.quantize import dequantize
+
+if TYPE_CHECKING:
+    from streamproc.gallery.torch_search import TorchRows
+
+log = logging.getLogger("streamproc.gallery.index")
+
+
+class CandidateSearch:
+    """The IVF and GPU candidate paths of ``GalleryIndex``."""
+
+    model_version: str
+    dtype: str
+    ann_options: AnnOptions | None
+    _mat: np.ndarray
+    _inv: np.ndarray
+    _rid: np.ndarray
+    _pos: np.ndarray
+    _n: int
+    _ann: IvfIndex | None
+    _gpu: TorchRows | None
+
+    _top_rows: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # the exact scan (ExactScan)
+
+    @property
+    def kind(self) -> Literal["exact", "ivf", "gpu"]:
+        """How ``search`` finds candidates now: numpy exact scan, IVF + exact re-rank, or torch exact."""
+        if self._gpu is not None:
+            return "gpu"
+        ann = self.ann_options
+        return "ivf" if self._ann is not None and ann is not None and self._n >= ann.min_size else "exact"
+
+    def _refresh_ann(self) -> None:
+        """Build the approximate index once the gallery reaches ``min_size`` (rebuild when it outgrew
+        the cells it was trained for); below that size an existing one is kept current, not used."""
+        ann = self.ann_options
+        if self._gpu is not None or ann is None or self._n < ann.min_size:
+            return
+        if self._ann is None or self._n > REBUILD_GROWTH * self._ann.trained_for:
+            self.build_ann()
+
+    def build_ann(self) -> None:
+        """(Re)build the approximate index over every row now (``search`` uses it from ``min_size``)."""
+        options = self.ann_options or AnnOptions()
+        started = time.perf_counter()
+        rows = self._mat[: self._n]
+        self._ann = None
+        self._ann = IvfIndex.build(
+            dequantize(rows) if rows.dtype == np.int8 else rows, self._rid[: self._n], options
+        )
+        log.info(
+            "gallery index %s: IVF of %d rows in %d cells (%s) built in %.1fs",
+            self.model_version,
+            self._n,
+            self._ann.nlist,
+            options.storage,
+            time.perf_counter() - started,
+        )
+
+    def _candidates(self, p: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per probe, the ``m`` best rows (scores, row indices) of the search path in use."""
+        kind = self.kind
+        if kind == "gpu" and self._gpu is not None:
+            _, rows = self._gpu.top(self._mat, self._n, p, max(m, 16))
+            return self._rerank(p, rows, m)
+        if kind == "ivf" and self._ann is not None and self.ann_options is not None:
+            unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+            ids = self._ann.search(unit, max(m, self.ann_options.candidates))
+            return self._rerank(p, np.where(ids >= 0, self._pos[np.maximum(ids, 0)], -1), m)  # -1: none
+        return self._top_rows(p, m)
+
+    def _rerank(self, p: np.ndarray, rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of candidate ``rows`` (``(B, c)``, -1 = none), the best ``m`` of each probe first."""
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        vecs = self._mat[safe]
+        scores = np.einsum("bcd,bd->bc", vecs if vecs.dtype == np.float32 else vecs.astype(np.float32), p)
+        if self.dtype == "int8":
+            scores *= self._inv[safe]
+        scores[~valid] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :m]
+        best = np.take_along_axis(scores, order, 1)
+        return best, np.where(np.isfinite(best), np.take_along_axis(safe, order, 1), -1)
+
+
+def index_options(config: GalleryConfig) -> dict[str, Any]:
+    """``GalleryIndex`` keyword arguments from the gallery configuration (everything but the threshold)."""
+    device: str | None = None
+    if config.search_device != "cpu":
+        from streamproc.gallery.torch_search import cuda_device
+
+        device = "cuda" if config.search_device == "cuda" else cuda_device()
+    ann = None
+    if config.ann_min_size is not None:
+        ann = AnnOptions(
+            min_size=config.ann_min_size,
+            nlist=config.ann_nlist,
+            nprobe=config.ann_nprobe,
+            storage=config.ann_storage,
+            candidates=config.ann_candidates,
+            threads=config.ann_threads,
+        )
+    return {
+        "dtype": config.dtype,
+        "match": config.match,
+        "k": config.k,
+        "ann": ann,
+        "device": device,
+        "cache_dir": config.index_cache_dir or env.data_dir() / "index",
+    }
