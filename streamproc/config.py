@@ -41,7 +41,9 @@ class DetectorConfig(Section):
 
 class AlignConfig(Section):
     mode: Literal["crop", "similarity"] = Field(
-        "crop", description="crop the box with a margin, or warp 5 landmarks onto a template"
+        "similarity",
+        description="warp the 5 landmarks onto a template (default; +0.2 points on LFW), or crop the box "
+        "with a margin (the only choice with the landmark-free Haar detector, which gets it by default)",
     )
     margin: float = Field(
         0.2, ge=0.0, le=1.0, description="crop mode: margin around the box as a fraction of its size"
@@ -83,6 +85,8 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        if self.detector.kind == "haar" and "mode" not in self.align.model_fields_set:
+            object.__setattr__(self, "align", self.align.model_copy(update={"mode": "crop"}))
         if self.align.mode == "similarity" and self.detector.kind == "haar":
             raise ValueError(
                 "align.mode='similarity' needs landmarks, but detector.kind='haar' gives none: "

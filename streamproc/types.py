@@ -183,6 +183,7 @@ class Decision:
     gallery_version: str
     revision: int = 0
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+    threshold: float = float("nan")  # the squared-L2 distance up to which a match was accepted
 
     @property
     def event_id(self) -> str:
@@ -209,6 +210,7 @@ class Decision:
             "model_version": self.model_version,
             "gallery_version": self.gallery_version,
             "revision": self.revision,
+            "threshold": None if not np.isfinite(self.threshold) else round(float(self.threshold), 6),
         }
 
 
@@ -231,6 +233,8 @@ class FrameBatch:
     model_version: str = ""
     closed_tracks: list[int] = field(default_factory=list)  # tracks that ended in this batch
     decisions: list[Decision] = field(default_factory=list)
+    detected: np.ndarray | None = None  # (B,) bool: the frame got a detector pass (None: not scheduled yet)
+    cuts: np.ndarray | None = None  # (B,) bool: a shot cut right before this frame
 
     def __post_init__(self) -> None:
         self.frames = np.asarray(self.frames)
@@ -243,6 +247,15 @@ class FrameBatch:
             raise ValueError(f"FrameBatch.pts: expected {len(self.frames)} values, got {len(self.pts)}")
         if len(self.faces) and int(self.faces.frame_index.max()) >= len(self.frames):  # type: ignore[union-attr]
             raise ValueError("FrameBatch.faces: frame_index points past the last frame")
+        for name in ("detected", "cuts"):
+            mask = getattr(self, name)
+            if mask is not None:
+                mask = np.asarray(mask, bool).reshape(-1)
+                if len(mask) != len(self.frames):
+                    raise ValueError(
+                        f"FrameBatch.{name}: expected {len(self.frames)} values, got {len(mask)}"
+                    )
+                setattr(self, name, mask)
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from streamproc.commands import calibrate
 from streamproc.commands.common import add_config_args, config_from_args
 from streamproc.config import Config
 from streamproc.errors import InputError, UnknownIdentity
 from streamproc.faces import FacePipeline, read_image
+from streamproc.gallery import policy
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.cluster import Cluster
 from streamproc.gallery.redis_store import RedisGalleryStore
@@ -122,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_forget_unknowns)
     for p in cmds.choices.values():
         add_config_args(p)
+    calibrate.add_parser(cmds)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -132,9 +135,14 @@ def _search(args: argparse.Namespace) -> int:
     faces, _ = pipeline.analyse(read_image(args.image))
     if len(faces) == 0:
         raise InputError(f"{args.image}: no face found")
-    threshold = args.threshold or pipeline.embedder.card.threshold_for(pipeline.model_version)
+    if args.threshold is not None:
+        config = config.model_copy(
+            update={"gallery": config.gallery.model_copy(update={"threshold": args.threshold})}
+        )
     with open_store(config) as store:
         index = GalleryIndex.load(store, pipeline.model_version, match=config.gallery.match)
+        card = pipeline.embedder.card
+        threshold = policy.for_gallery(config.gallery, card, card.version, len(index), store).value
         results = index.search(faces.embedding, k=args.k)  # type: ignore[arg-type]
     for i, (box, matches) in enumerate(zip(faces.boxes, results, strict=True)):
         best = matches[0] if matches else None

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from streamproc.errors import InputError
+from streamproc.errors import GalleryError, InputError
 
 NORM_TOLERANCE = 1e-3
 MAX_NAME_CHARS = 200
@@ -332,6 +332,15 @@ class GalleryStore(abc.ABC):
     def head(self) -> str:
         """Cursor of the newest change-log entry (``"0-0"`` when empty): take it before a snapshot."""
         return self._head()
+
+    # --- open-set calibration ------------------------------------------------------------------------
+    def calibration(self, model_version: str) -> dict[str, Any] | None:
+        """The stored open-set calibration of ``model_version``'s gallery (``Calibration.as_dict``)."""
+        return None
+
+    def set_calibration(self, model_version: str, calibration: dict[str, Any]) -> None:
+        """Store the open-set calibration of ``model_version``'s gallery."""
+        raise GalleryError(f"{type(self).__name__} keeps no calibrations")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default does nothing."""

@@ -49,8 +49,18 @@ class GalleryConfig(BaseModel):
         False, description="keep aligned enrollment crops (needed to re-embed for a new model version)"
     )
     k: int = Field(5, ge=1, le=1000, description="candidates returned per probe by a gallery search")
-    threshold: float = Field(
-        1.1, gt=0.0, le=4.0, description="largest squared L2 distance accepted as the same person"
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        le=4.0,
+        description="largest squared L2 distance that names a person; None = chosen for the target "
+        "fpir (the gallery's calibration, else the model's FAR curve at the gallery's size)",
+    )
+    fpir: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="target false-positive identification rate: the fraction of strangers given a name",
     )
     cluster_threshold: float = Field(
         1.0, gt=0.0, le=4.0, description="squared L2 distance below which unknown faces are merged"

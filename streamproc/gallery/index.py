@@ -73,7 +73,7 @@ class GalleryIndex:
         dtype: Literal["float32", "int8"] = "float32",
         match: Literal["mean", "best"] = "mean",
         k: int = 5,
-        threshold: float = 1.1,
+        threshold: float | None = None,
         chunk_rows: int = 65536,
     ):
         if dtype not in ("float32", "int8") or match not in ("mean", "best"):
@@ -425,5 +425,7 @@ class GalleryIndex:
     ) -> list[Match | None]:
         """The closest person per probe when within ``threshold`` (squared L2), else None (unknown)."""
         limit = self.threshold if threshold is None else threshold
+        if limit is None:
+            raise InputError("identify: no threshold (resolve one with streamproc.gallery.policy.resolve)")
         results = self.search(probes, k=1, model_version=model_version)
         return [r[0] if r and r[0].within(limit) else None for r in results]

@@ -290,6 +290,15 @@ class RedisGalleryStore(RedisReplicaReads):
                 out[mv] = info[0]
         return out
 
+    # --- open-set calibration ------------------------------------------------------------------------
+    def calibration(self, model_version: str) -> dict[str, Any] | None:
+        raw = self._call(lambda: self._r.get(self.key("calibration", model_version)))
+        return None if raw is None else cast(dict[str, Any], json.loads(as_str(raw)))
+
+    def set_calibration(self, model_version: str, calibration: dict[str, Any]) -> None:
+        value = json.dumps(calibration, sort_keys=True)
+        self._call(lambda: self._r.set(self.key("calibration", model_version), value))
+
     # --- unknown faces ------------------------------------------------------------------------------
     def _add_unknown(self, embedding: np.ndarray, model_version: str, meta: dict[str, Any]) -> str:
         uid = _unknown_id_prefix(time.time()) + secrets.token_hex(4)

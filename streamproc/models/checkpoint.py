@@ -39,6 +39,9 @@ class ModelCard:
     alignment: str = "crop"  # how pipeline crops become its input: "crop" (resize) or "similarity" (warp)
     compatible_with: tuple[str, ...] = ()  # versions whose embeddings ours may be compared with
     thresholds: dict[str, float] = field(default_factory=dict)  # gallery version -> squared-L2 threshold
+    # the 1:1 impostor curve of this version against itself: FAR ("1e-3") -> squared-L2 threshold;
+    # sets open-set thresholds of galleries not calibrated yet (streamproc.gallery.calibrate)
+    far_thresholds: dict[str, float] = field(default_factory=dict)
     parent: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     licence: str = ""

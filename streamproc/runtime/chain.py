@@ -43,8 +43,10 @@ from streamproc.errors import ConfigError, StreamprocError
 from streamproc.sources.config import SourceConfig
 from streamproc.sources.source import VideoSource
 from streamproc.stages.aggregate import AggregateStage
-from streamproc.stages.detect import DetectStage, detection_mask
+from streamproc.stages.detect import DetectStage
 from streamproc.stages.embed import crops_for, with_embeddings
+from streamproc.stages.guard import AppearanceGuard
+from streamproc.stages.schedule import Schedule
 from streamproc.stages.track import TrackStage
 from streamproc.types import Crops, Decision, Faces, FrameBatch
 
@@ -93,6 +95,9 @@ class Back:
     seconds: dict[str, float] = field(default_factory=dict)
     queued: int = 0  # batches of the stream still waiting inside the chain (read or tracked, not aggregated)
     model_version: str = ""  # of the batch's embeddings
+    tracked: np.ndarray = field(
+        default_factory=lambda: np.zeros((0, 6))
+    )  # pts, track id, x1 y1 x2 y2 per face
 
     def as_batch(self) -> FrameBatch:
         """A frameless batch carrying the decisions, for the match and emit stages."""
@@ -219,7 +224,8 @@ class StreamChain:
         self._given = _Given()
         self.detect = DetectStage(config.detect, self._given)
         self.track_stage, self.aggregate = track, aggregate
-        self.every_k = config.detect.every_k_frames
+        self.schedule = Schedule(config.detect.every_k_frames, config.detect.cuts)
+        self.guard = AppearanceGuard(config.track.appearance_distance, on_split=track.split)
         self.align = config.align
         self.model_version = model_version
         self.embedding_dim = embedding_dim
@@ -227,7 +233,6 @@ class StreamChain:
         self._read: dict[int, _Read] = {}
         self._waiting: dict[int, tuple[FrameBatch, np.ndarray]] = {}
         self._next_read = self._next_track = self._next_back = 0
-        self._next_frame = 0  # the detect stage's frame counter, mirrored to pick the same frames
         self._last_counters = dict.fromkeys(_COUNTERS, 0)
         self.reading_done = False  # the last batch was read
         self.finished = False  # the last batch was tracked
@@ -270,9 +275,12 @@ class StreamChain:
         if batch is None:  # ended, stopped or failed: an empty last batch closes every open track
             self.source.close()
             batch = _closing(self.stream_id)
+        detected, cuts = self.schedule(self.stream_id, batch.frames)
+        batch = dataclasses.replace(batch, detected=detected, cuts=cuts)
+        if batch.end_of_stream:
+            self.schedule.reset(self.stream_id)
         seconds = {"decode": time.perf_counter() - started}
-        selected = np.flatnonzero(detection_mask(self._next_frame, len(batch), self.every_k))
-        self._next_frame = 0 if batch.end_of_stream else self._next_frame + len(batch)
+        selected = np.flatnonzero(detected)
         seq = self._next_read
         self._next_read += 1
         self._read[seq] = _Read(batch, error, self._counter_deltas(), seconds)
@@ -395,7 +403,9 @@ class StreamChain:
         started = time.perf_counter()
         embeddings = np.asarray(embeddings, np.float32).reshape(len(rows), self.embedding_dim)
         embedded = with_embeddings(tracked, rows, embeddings, version, self.embedding_dim)
-        aggregated = self.aggregate(embedded)
+        guarded = self.guard(embedded)
+        self._relabel_waiting(self.guard.last_remaps)
+        aggregated = self.aggregate(guarded)
         return Back(
             stream_id=self.stream_id,
             seq=seq,
@@ -406,17 +416,42 @@ class StreamChain:
             seconds={"aggregate": time.perf_counter() - started},
             queued=len(self._read) + len(self._waiting),
             model_version=version,
+            tracked=_tracked_rows(guarded),
         )
+
+    def _relabel_waiting(self, remaps: dict[int, int]) -> None:
+        """Batches tracked but not yet embedded carry a split track's old id: give them the new one."""
+        if not remaps:
+            return
+        for seq, (tracked, rows) in self._waiting.items():
+            ids = np.asarray(tracked.faces.track_id).copy()
+            for old, new in remaps.items():
+                ids[ids == old] = new
+            faces = dataclasses.replace(tracked.faces, track_id=ids)
+            closed = [remaps.get(t, t) for t in tracked.closed_tracks]
+            self._waiting[seq] = (dataclasses.replace(tracked, faces=faces, closed_tracks=closed), rows)
 
     def close(self) -> None:
         self.source.close()
-        for stage in (self.detect, self.track_stage, self.aggregate):
+        for stage in (self.detect, self.track_stage, self.guard, self.aggregate):
             stage.reset(self.stream_id)
+        self.schedule.reset(self.stream_id)
         self._read.clear()
         self._waiting.clear()
 
 
 _NO_IMAGES = np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def _tracked_rows(batch: FrameBatch) -> np.ndarray:
+    """(N, 6) float64 rows ``pts, track_id, x1, y1, x2, y2`` of the batch's tracked faces."""
+    faces = batch.faces
+    keep = np.asarray(faces.track_id) >= 0
+    pts = batch.pts[np.asarray(faces.frame_index)[keep]] if len(batch.pts) else np.zeros(0)
+    ids = np.asarray(faces.track_id)[keep].astype(np.float64)
+    return (
+        np.column_stack([pts, ids, faces.boxes[keep].astype(np.float64)]) if keep.any() else np.zeros((0, 6))
+    )
 
 
 def _closing(stream_id: str) -> FrameBatch:

@@ -7,8 +7,7 @@ per-stream summary.
 
 The gallery is ``config.gallery`` (``url`` None = ``STREAMPROC_REDIS_URL``, else the embedded
 server) loaded into a ``GalleryIndex`` for the embedder's model version, unless a store or an index
-is handed in. The threshold is ``gallery.threshold`` when the config sets it explicitly, else the
-model card's calibrated threshold for its version, else the ``gallery.threshold`` default.
+is handed in. The threshold comes from ``streamproc.gallery.policy`` (the one threshold policy).
 
 Example:
     >>> outlet = Outlet(config, card, sources=config.sources)  # doctest: +SKIP
@@ -24,7 +23,8 @@ from collections.abc import Sequence
 
 from streamproc import env
 from streamproc.config import Config
-from streamproc.errors import GalleryError, ModelError
+from streamproc.errors import GalleryError
+from streamproc.gallery import policy
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.embedded import connect
 from streamproc.gallery.index import GalleryIndex
@@ -57,16 +57,6 @@ STREAM_COUNTERS = (  # counters with only a stream label, exposed at 0 from the 
 )
 
 
-def match_threshold(config: Config, card: ModelCard) -> float:
-    """Explicit ``gallery.threshold``, else the card's calibrated one, else the config default."""
-    if "threshold" in config.gallery.model_fields_set:
-        return config.gallery.threshold
-    try:
-        return card.threshold_for(card.version)
-    except ModelError:
-        return config.gallery.threshold
-
-
 class Outlet:
     """Match + emit + metrics + summary for a run; see the module docstring."""
 
@@ -92,7 +82,8 @@ class Outlet:
             g = config.gallery
             index = GalleryIndex.load(store, card.version, dtype=g.dtype, match=g.match, k=g.k)
         self.store, self.index = store, index
-        self.threshold = match_threshold(config, card)
+        resolved = policy.for_gallery(config.gallery, card, card.version, len(index), store)
+        self.threshold = resolved.value
         self.match = MatchStage(
             self.threshold,
             index,
@@ -121,9 +112,7 @@ class Outlet:
         self.recorder.gauge("gallery_size", len(index), model_version=card.version)
         self.recorder.gauge("model_info", 1, model_version=card.version, role="embedder")
         self._zero_series()
-        log.info(
-            "gallery %s: %d identities, threshold %.3f (squared L2)", card.version, len(index), self.threshold
-        )
+        log.info("gallery %s: %d identities, threshold %s", card.version, len(index), resolved.describe())
 
     def _zero_series(self) -> None:
         """Every per-stream and per-sink series at 0 from the start, so rates and alerts see them."""
@@ -269,11 +258,14 @@ class Outlet:
         assert self.store is not None
         g = self.config.gallery
         index = GalleryIndex.load(self.store, version, dtype=g.dtype, match=g.match, k=g.k)
-        threshold = compat.threshold(version, version)
-        self.match.switch_index(index, threshold)
+        card = registry.peek_card(registry.name_for(version))
+        resolved = policy.for_gallery(g, card, version, len(index), self.store)
+        self.match.switch_index(index, resolved.value)
         self.index = index
         self.recorder.gauge("gallery_size", len(index), model_version=version)
-        log.info("gallery switched to %s: %d identities, threshold %.3f", version, len(index), threshold)
+        log.info(
+            "gallery switched to %s: %d identities, threshold %s", version, len(index), resolved.describe()
+        )
 
     def model_in_service(self, version: str) -> None:
         """The embedder now serving (after a rolling swap), for the metrics."""

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from streamproc import env
+
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp"})
 NETWORK_SCHEMES = LIVE_SCHEMES | {"http", "https", "tcp"}
 
@@ -58,7 +60,11 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    uri: str = Field(min_length=1, description="video file path, file:// or rtsp:// URL")
+    uri: str = Field(
+        min_length=1,
+        description="video file path, file:// or rtsp:// URL; or uri_env: NAME to read it from that "
+        "environment variable (keeps a camera password out of the config file)",
+    )
     stream_id: str = Field(
         "", description="id carried by every FrameBatch; default derived from the uri (no credentials)"
     )
@@ -99,7 +105,17 @@ class SourceConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _derive_stream_id(cls, data: Any) -> Any:
+    def _resolve_uri(cls, data: Any) -> Any:
+        """``uri_env: NAME`` takes the uri from that environment variable (a camera URL with a
+        password kept in a Kubernetes Secret); the stream id is derived from the uri when not given."""
+        if isinstance(data, dict) and "uri_env" in data:
+            data = {**data}
+            name = str(data.pop("uri_env"))
+            if data.get("uri"):
+                raise ValueError(f"give uri or uri_env, not both (uri_env={name})")
+            data["uri"] = env.get_str(name)
+            if data["uri"] is None:
+                raise ValueError(f"uri_env: the environment variable {name} is not set")
         if isinstance(data, dict) and not data.get("stream_id") and isinstance(data.get("uri"), str):
             data = {**data, "stream_id": stream_id_for(data["uri"])}
         return data

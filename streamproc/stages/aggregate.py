@@ -15,8 +15,9 @@ Revisions, per track and model version:
 * with ``recheck``, every further ``n_frames`` faces (and the rest at closing, if at least
   ``min_frames``) give revision 2, 3, ... over just those faces.
 
-A track that closes with fewer than ``min_frames`` usable faces yields nothing: too few views for
-a decision, and it never had one. When ``batch.model_version`` changes under a live track, its
+A track that closes with fewer than ``min_frames`` usable faces (but at least one) is decided at
+close with what it has (``decide_short``, the default: a half-second appearance still gets a
+decision); with ``decide_short=False`` it yields nothing. When ``batch.model_version`` changes under a live track, its
 sum restarts under the new version (embeddings of two models are not averaged); event ids
 include the version, so both versions' revisions are distinct events. No (stream, track,
 model_version, revision) is ever yielded twice.
@@ -168,7 +169,8 @@ class AggregateStage(Stage):
         """The aggregates this track owes now (0, 1 or 2 of them)."""
         cfg = self.config
         out: list[Decision | None] = []
-        if track.count < cfg.min_frames or track.count == track.yielded_at:
+        short = closing and cfg.decide_short and track.revision == 0 and track.count > 0
+        if (track.count < cfg.min_frames and not short) or track.count == track.yielded_at:
             return []
         if track.revision == 0:
             out.append(self._decision(stream_id, tid, track))

@@ -16,6 +16,29 @@ from pydantic import Field, model_validator
 from streamproc.configbase import Section
 
 
+class ShotCutConfig(Section):
+    """Hard-cut detection on every decoded frame (see ``streamproc.stages.schedule``).
+
+    Example:
+        >>> ShotCutConfig().enabled
+        True
+    """
+
+    enabled: bool = Field(True, description="close every open track of a stream at a hard cut")
+    histogram_change: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="a cut needs this much change of the colour histogram (0..1, half the L1 distance)",
+    )
+    pixel_change: float = Field(
+        0.08,
+        gt=0.0,
+        le=1.0,
+        description="and this mean absolute pixel change of a 64x36 thumbnail (0..1 of full scale)",
+    )
+
+
 class DetectStageConfig(Section):
     """How often the detector runs and how face quality is scored.
 
@@ -34,6 +57,10 @@ class DetectStageConfig(Section):
         80,
         ge=1,
         description="face side (pixels) from which size stops lowering quality; quality = score * min(1, side / this)",
+    )
+    cuts: ShotCutConfig = Field(
+        default_factory=ShotCutConfig,
+        description="shot-cut detection; a cut frame always gets a detector pass",
     )
 
 
@@ -68,6 +95,19 @@ class TrackConfig(Section):
         le=1.0,
         description="weight of the newest box velocity in the running estimate used to predict boxes",
     )
+    appearance_distance: float | None = Field(
+        1.0,
+        gt=0.0,
+        le=4.0,
+        description="a face whose embedding is farther (squared L2) than this from its track's running "
+        "mean embedding starts a new track, and the old one is decided; None = boxes only",
+    )
+    check_every: int = Field(
+        5,
+        ge=1,
+        description="after a track's first aggregate.n_frames embedded faces, embed one face in this "
+        "many so the appearance check goes on",
+    )
 
 
 class AggregateConfig(Section):
@@ -91,6 +131,11 @@ class AggregateConfig(Section):
     recheck: bool = Field(
         False,
         description="keep embedding after n_frames and yield a new revision for every further n_frames faces",
+    )
+    decide_short: bool = Field(
+        True,
+        description="a track that closes with fewer than min_frames usable faces (but at least one) is "
+        "still decided at close; False = such short appearances get no decision",
     )
 
     @model_validator(mode="after")

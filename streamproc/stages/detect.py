@@ -1,7 +1,9 @@
-"""The detect stage: run the face detector on every k-th frame of each stream.
+"""The detect stage: run the face detector on the frames the stream's ``Schedule`` picks.
 
-Frame ``n`` of a stream (counted from 0 across batches, per ``stream_id``) is a detection frame
-when ``n % every_k_frames == 0``; ``detection_mask`` is that schedule, shared with the tracker.
+A batch stamped upstream (``batch.detected``, as the chain does) is detected on exactly those
+frames; an unstamped one is scheduled here (every ``every_k_frames``-th frame and every shot cut,
+see ``streamproc.stages.schedule``) and leaves stamped, so the tracker knows which frames were
+detection passes. ``detection_mask`` is the plain every-k rule without cuts.
 All selected frames of a batch go to the detector in one call. Frames in between get no faces:
 the tracker keeps its tracks alive across them.
 
@@ -22,6 +24,7 @@ import numpy as np
 from streamproc.detect.base import Detector
 from streamproc.stages.base import Stage
 from streamproc.stages.config import DetectStageConfig
+from streamproc.stages.schedule import Schedule
 from streamproc.types import Faces, FrameBatch
 
 
@@ -53,16 +56,16 @@ class DetectStage(Stage):
     def __init__(self, config: DetectStageConfig, detector: Detector):
         self.config = config
         self.detector = detector
-        self._next_frame: dict[str, int] = {}
+        self.schedule = Schedule(config.every_k_frames, config.cuts)
 
     def process(self, batch: FrameBatch) -> FrameBatch:
-        sid = batch.stream_id
-        first = self._next_frame.get(sid, 0)
-        selected = np.flatnonzero(detection_mask(first, len(batch), self.config.every_k_frames))
-        self._next_frame[sid] = first + len(batch)
-        faces = self._detect(batch, selected)
+        if batch.detected is None or batch.cuts is None:  # not stamped upstream: schedule here
+            detected, cuts = self.schedule(batch.stream_id, batch.frames)
+            batch = dataclasses.replace(batch, detected=detected, cuts=cuts)
+        assert batch.detected is not None
+        faces = self._detect(batch, np.flatnonzero(batch.detected))
         if batch.end_of_stream:
-            self.reset(sid)
+            self.reset(batch.stream_id)
         return dataclasses.replace(batch, faces=faces)
 
     def _detect(self, batch: FrameBatch, selected: np.ndarray) -> Faces:
@@ -80,7 +83,7 @@ class DetectStage(Stage):
         return Faces.merge(parts)
 
     def reset(self, stream_id: str) -> None:
-        self._next_frame.pop(stream_id, None)
+        self.schedule.reset(stream_id)
 
     def close(self) -> None:
-        self._next_frame.clear()
+        self.schedule = Schedule(self.config.every_k_frames, self.config.cuts)

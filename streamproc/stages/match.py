@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 class MatchStage(Stage):
     """Fills ``identity``, ``distance`` and ``gallery_version`` of new decisions; drops repeats.
 
-    ``threshold`` is a squared L2 distance (the model card's calibrated value, e.g. 1.172 for v1).
+    ``threshold`` is a squared L2 distance, resolved by ``streamproc.gallery.policy``; every
+    decision carries the threshold it was matched at.
     ``gallery_version`` defaults to ``index.model_version``.
 
     Example:
@@ -180,7 +181,11 @@ class MatchStage(Stage):
         index, threshold = self._index_for(decision.model_version)
         identity = match.name if match is not None and match.within(threshold) else None
         matched = dataclasses.replace(
-            decision, identity=identity, distance=distance, gallery_version=index.model_version
+            decision,
+            identity=identity,
+            distance=distance,
+            gallery_version=index.model_version,
+            threshold=threshold,
         )
         key = (decision.stream_id, decision.track_id)
         said = self._said.get(key)

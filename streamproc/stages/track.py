@@ -80,6 +80,7 @@ class _Track:
     hits: int = 1
     missed: int = 0
     embedded: int = 0
+    skipped: int = 0  # faces not embedded since the budget ran out (one in check_every is)
 
     def predict(self, pts: float) -> np.ndarray:
         return self.box + self.velocity * (pts - self.last_pts)
@@ -158,11 +159,17 @@ class TrackStage(Stage):
     def process(self, batch: FrameBatch) -> FrameBatch:
         state = self._streams.setdefault(batch.stream_id, _Stream())
         faces = batch.faces
-        scheduled = detection_mask(state.next_frame, len(batch), self.detect.every_k_frames)
+        scheduled = batch.detected
+        if scheduled is None:  # not stamped by a detect stage: the plain every-k rule
+            scheduled = detection_mask(state.next_frame, len(batch), self.detect.every_k_frames)
+        cuts = np.zeros(len(batch), bool) if batch.cuts is None else batch.cuts
         state.next_frame += len(batch)
         out = _Out(np.full(len(faces), -1, np.int64), np.zeros(len(faces), bool))
         frame_of = np.asarray(faces.frame_index)
         for i, pts in enumerate(batch.pts.tolist()):
+            if cuts[i]:  # a new shot: nothing before it continues
+                out.closed.extend(t.track_id for t in state.tracks if t.track_id >= 0)
+                state.tracks = []
             rows = np.flatnonzero(frame_of == i)
             if scheduled[i] or len(rows):
                 self._pass(state, faces, rows, pts, out)
@@ -219,8 +226,13 @@ class TrackStage(Stage):
         out.track_id[row] = track.track_id
         agg = self.aggregate
         assert faces.quality is not None  # Faces always fills it
+        if faces.quality[row] < agg.min_quality:
+            return
         wanted = agg.recheck or track.embedded < agg.n_frames
-        if wanted and faces.quality[row] >= agg.min_quality:
+        if not wanted and self.config.appearance_distance is not None:
+            track.skipped += 1  # past the budget: one face in check_every keeps the track honest
+            wanted = track.skipped % self.config.check_every == 0
+        if wanted:
             out.needs_embedding[row] = True
             track.embedded += 1
 
@@ -236,6 +248,18 @@ class TrackStage(Stage):
 
     def reset(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
+
+    def split(self, stream_id: str, track_id: int) -> tuple[int, bool]:
+        """A new id for the faces of ``track_id`` from now on (its appearance changed): the live
+        track with that id takes it and embeds its next faces afresh. Returns ``(new id, live)``,
+        ``live`` False when no live track has ``track_id`` any more (the id is still new)."""
+        state = self._streams.setdefault(stream_id, _Stream())
+        new_id, state.next_id = state.next_id, state.next_id + 1
+        for track in state.tracks:
+            if track.track_id == track_id:
+                track.track_id, track.embedded, track.skipped = new_id, 0, 0
+                return new_id, True
+        return new_id, False
 
     def next_id(self, stream_id: str) -> int:
         """The id the stream's next confirmed track will get."""

@@ -5,6 +5,8 @@ the real RTSP server), loaded from ``tests/integration/pipeline/conftest.py`` so
   ``face_pipeline``: see the pipeline conftest (an embedded gallery with five people enrolled, a
   480x360 12 fps video of faces cut from photos never enrolled, a small and fast config).
 * ``rtsp_server``: the GStreamer RTSP server factory of ``tests/integration/rtsp``.
+* ``ray_nodes``: a head (``ray start --head``: dashboard, Ray Client server) and a worker node
+  (``ray start --address``) on loopback, for the module (``ray_nodes.py``).
 * ``redis_server``: Debian's ``redis-server`` on a free loopback port with AOF (``appendfsync
   always``) in the test's tmp dir, which the test may stop, SIGKILL and start again on that port.
 """
@@ -32,6 +34,7 @@ def _load(relative: str, name: str) -> Any:
 
 _pipeline = _load("pipeline/conftest.py", "_reliability_pipeline_fixtures")
 _gallery = _load("gallery/conftest.py", "_reliability_gallery_fixtures")
+_ray_nodes = _load("reliability/ray_nodes.py", "_reliability_ray_nodes")
 
 rtsp_server = _pipeline.rtsp_server
 face_pipeline = _pipeline.face_pipeline
@@ -41,6 +44,7 @@ demo_video = _pipeline.demo_video
 demo_people = _pipeline.demo_people
 make_config = _pipeline.make_config
 DebianRedis = _gallery.DebianRedis
+ray_nodes = _ray_nodes.ray_nodes
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 Every ``streamproc_*`` name in a PromQL expression must be a series of ``streamproc.metrics.METRICS``
 as Prometheus sees it: counters keep their ``_total``, histograms expose ``_bucket``/``_sum``/
 ``_count``, gauges are plain. Label names used in selectors and in ``by``/``on`` clauses must be
-labels of those metrics. With ``promtool`` on the PATH (Debian package ``prometheus``) the rules,
-the scrape configuration and the dashboard's queries are also checked by Prometheus's own parser,
-and the main alerts are run against synthetic series.
+labels of those metrics. ``promtool`` (Debian package ``prometheus``) checks the rules, the scrape
+configurations and the dashboard's queries with Prometheus's own parser, and runs every alert's unit
+tests (``alerts_test.yml``: firing and quiet cases, a healthy start included).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from streamproc.metrics import METRICS, PrometheusRecorder
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "streamproc-dashboard.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
-PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"  # VMs
+PROMETHEUS_K8S = DEPLOY / "prometheus" / "prometheus-kubernetes.yml"
 
 SERIES_RE = re.compile(r"\bstreamproc_[a-z0-9_]+")
 SELECTOR_RE = re.compile(r"\b(streamproc_[a-z0-9_]+)\s*\{([^}]*)\}")
@@ -260,19 +261,29 @@ def test_alert_names_are_unique_and_cover_the_operations_issue() -> None:
         assert needed in used, f"no alert watches {needed}"
 
 
-def test_prometheus_loads_the_alerts() -> None:
-    config = yaml.safe_load(PROMETHEUS.read_text())
-    rule_files = [PROMETHEUS.parent / f for f in config["rule_files"]]
+@pytest.mark.parametrize("path", [PROMETHEUS, PROMETHEUS_K8S], ids=lambda p: p.name)
+def test_prometheus_loads_the_alerts(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    rule_files = [path.parent / f for f in config["rule_files"]]
     assert ALERTS in rule_files
     assert all(f.is_file() for f in rule_files)
-    assert [job["job_name"] for job in config["scrape_configs"]] == ["streamproc"]
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["streamproc"]  # up{job="streamproc"}
 
 
-# --- promtool, where installed ---------------------------------------------------------------------
+def test_each_platform_scrapes_only_its_own_targets() -> None:
+    """A Kubernetes Service name in the VM configuration is a target that is down forever there
+    (StreamprocMetricsDown never stops firing), and the other way round."""
+    (vm_job,) = yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"]
+    (k8s_job,) = yaml.safe_load(PROMETHEUS_K8S.read_text())["scrape_configs"]
+    assert set(vm_job) & {"static_configs", "kubernetes_sd_configs"} == set() and vm_job["file_sd_configs"]
+    assert "file_sd_configs" not in k8s_job and k8s_job["static_configs"]
+
+
+# --- promtool (Debian package prometheus, installed by .ci/system-deps) ---------------------------------------------------------------------
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.skip("promtool not on PATH (Debian package 'prometheus')")
+        pytest.fail("promtool not on PATH: install Debian's 'prometheus' package (.ci/system-deps)")
     return path
 
 
@@ -283,7 +294,7 @@ def run_promtool(*args: str | Path) -> None:
 
 def test_promtool_accepts_rules_and_config() -> None:
     run_promtool("check", "rules", ALERTS)
-    run_promtool("check", "config", "--syntax-only", PROMETHEUS)
+    run_promtool("check", "config", "--syntax-only", PROMETHEUS, PROMETHEUS_K8S)
 
 
 def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
@@ -299,78 +310,23 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     run_promtool("check", "rules", path)
 
 
-ALERT_TESTS = [
-    # (alert, input series, evaluation time, labels of the expected alerts)
-    (
-        "StreamprocStreamStalled",
-        {
-            'streamproc_frames_decoded_total{stream="cam1"}': "0+100x60 6000x40",  # stops at 60m
-            'streamproc_frames_decoded_total{stream="cam2"}': "0+100x100",
-        },
-        "100m",
-        [{"severity": "critical", "stream": "cam1"}],
-    ),
-    (
-        "StreamprocSourceFailed",  # the first failure creates the series: increase() alone misses it
-        {'streamproc_source_failures_total{stream="cam3"}': "_x30 1x70"},
-        "32m",
-        [{"severity": "critical", "stream": "cam3"}],
-    ),
-    (
-        "StreamprocNoDecisions",  # a stream that never decided has no decisions_total series at all
-        {
-            'streamproc_faces_detected_total{stream="cam1"}': "0+5x100",
-            'streamproc_faces_detected_total{stream="cam2"}': "0+5x100",
-            'streamproc_decisions_total{stream="cam2",known="true",kind="final",model_version="v1"}': "0+1x100",
-        },
-        "100m",
-        [{"severity": "warning", "stream": "cam1"}],
-    ),
-    (
-        "StreamprocDecodeErrorsHigh",
-        {
-            'streamproc_frames_in_total{stream="cam1"}': "0+100x60",
-            'streamproc_decode_errors_total{stream="cam1"}': "0+10x60",
-            'streamproc_frames_in_total{stream="cam2"}': "0+100x60",
-            'streamproc_decode_errors_total{stream="cam2"}': "0+1x60",
-        },
-        "30m",
-        [{"severity": "warning", "stream": "cam1"}],
-    ),
-    (
-        "StreamprocEmbeddingStuck",
-        {
-            'streamproc_in_flight{stage="embed"}': "2x60",
-            'streamproc_faces_embedded_total{stream="cam1",model_version="v1"}': "0+10x20 200x40",
-        },
-        "60m",
-        [{"severity": "critical"}],
-    ),
-]
+ALERT_TESTS = Path(__file__).with_name("alerts_test.yml")  # promtool unit tests of alerts.yml
 
 
-@pytest.mark.parametrize(("alert", "series", "at", "expected"), ALERT_TESTS, ids=[t[0] for t in ALERT_TESTS])
-def test_alert_fires_on_synthetic_series(
-    tmp_path: Path, alert: str, series: dict[str, str], at: str, expected: list[dict[str, str]]
-) -> None:
-    promtool()
-    groups = yaml.safe_load(ALERTS.read_text())
-    for group in groups["groups"]:
-        for rule in group["rules"]:
-            rule.pop("annotations", None)  # promtool compares annotations too; labels are the point here
-    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(groups))
-    test = {
-        "rule_files": ["alerts.yml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": s, "values": v} for s, v in series.items()],
-                "alert_rule_test": [
-                    {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": e} for e in expected]}
-                ],
-            }
-        ],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    run_promtool("test", "rules", tmp_path / "test.yml")
+def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    assert [(ALERT_TESTS.parent / f).resolve() for f in tests["rule_files"]] == [ALERTS.resolve()]
+    cases = [case for group in tests["tests"] for case in group["alert_rule_test"]]
+    for name in (rule["alert"] for rule in alert_rules()):
+        assert any(c["alertname"] == name and c["exp_alerts"] for c in cases), f"{name} never fires"
+        assert any(c["alertname"] == name and not c["exp_alerts"] for c in cases), f"{name}: no quiet case"
+    healthy = [
+        c["alertname"] for g in tests["tests"] if g["name"] == "healthy start" for c in g["alert_rule_test"]
+    ]
+    assert set(healthy) == {rule["alert"] for rule in alert_rules()}, (
+        "a healthy run must be quiet for every alert"
+    )
+
+
+def test_alerts_pass_their_promtool_unit_tests() -> None:
+    run_promtool("test", "rules", ALERT_TESTS)

@@ -1,142 +1,65 @@
-"""The deployment files parse and agree with each other and with the package.
+"""The deployment files agree with each other and with the package.
 
-Nothing here runs a container or a cluster: the checks are what a reviewer would otherwise do by
-eye. Every YAML file parses; KubeRay resources have the fields the operator needs; one image, one
-metrics port, one Redis secret and one non-root user id are used everywhere; the Dockerfiles pin
-torch as pyproject.toml does, in the same pip command as the package; the Ray cluster launcher file
-passes Ray's own schema; the run configuration shipped in the ConfigMap is a valid streamproc config.
+Schemas are checked elsewhere (test_kubernetes.py: Kubernetes' own; test_dashboards.py: promtool);
+here, what no schema knows: one image, one metrics port, one Redis secret and one non-root user id
+everywhere; what KubeRay needs beyond its schema (string rayStartParams, replica bounds, GPU
+tolerations); the Dockerfiles pin torch as pyproject.toml does, pin their apt packages and have a
+health check; the Ray cluster launcher file passes Ray's own schema and installs its provider's SDK;
+the run configuration shipped in the ConfigMap is a valid streamproc config.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from deploy_files import (  # tests/unit/deploy/deploy_files.py (conftest.py puts it on the path)
+    CLUSTER,
+    DEPLOY,
+    DOCKER,
+    DOCKERFILES,
+    IMAGE,
+    PROMETHEUS_K8S,
+    RAY_KINDS,
+    README,
+    REDIS_SECRET,
+    ROOT,
+    YAML_FILES,
+    build_args,
+    containers,
+    dockerfile,
+    docs,
+    env_of,
+    find,
+    kube_docs,
+    metrics_port,
+    pod_specs,
+    pyproject_pin,
+)
 
 from streamproc import env
 from streamproc.config import Config
-
-ROOT = Path(__file__).resolve().parents[3]
-DEPLOY = ROOT / "deploy"
-KUBERAY = DEPLOY / "kuberay"
-DOCKER = DEPLOY / "docker"
-CLUSTER = DEPLOY / "ray" / "cluster.yaml"
-PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
-README = DEPLOY / "README.md"
-DOCKERFILES = sorted(p for p in DOCKER.glob("Dockerfile.*") if p.suffix != ".dockerignore")
-YAML_FILES = sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
-
-IMAGE = "streamproc:0.1.0-cuda"
-REDIS_SECRET = ("streamproc-redis", "url")
-RAY_KINDS = {"RayCluster", "RayJob", "RayService"}
-
-
-# --- helpers ---------------------------------------------------------------------------------------
-def docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def kube_docs() -> list[tuple[str, dict[str, Any]]]:
-    return [(f"{p.name}:{d.get('kind')}", d) for p in sorted(KUBERAY.glob("*.yaml")) for d in docs(p)]
-
-
-def find(kind: str) -> dict[str, Any]:
-    (doc,) = [d for _, d in kube_docs() if d["kind"] == kind]
-    return doc
-
-
-def walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from walk(value)
-
-
-def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for node in walk(doc) for c in node.get("containers", []) if isinstance(c, dict)]
-
-
-def pod_specs(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node for node in walk(doc) if isinstance(node.get("containers"), list)]
-
-
-def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {e["name"]: e for e in container.get("env", [])}
-
-
-def metrics_port() -> int:
-    """The port of the default scrape target in prometheus.yml: the one every other file must use."""
-    (job,) = yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"]
-    (target,) = [t for sc in job["static_configs"] for t in sc["targets"]]
-    return int(target.rsplit(":", 1)[1])
-
-
-def pyproject_pin(package: str) -> str:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    (dep,) = [d for d in deps if re.match(rf"{package}\b", d)]
-    return dep
-
-
-def dockerfile(path: Path) -> list[list[tuple[str, str]]]:
-    """Instructions (KEYWORD, arguments) per build stage, continuation lines joined."""
-    lines: list[str] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        if raw.lstrip().startswith("#"):
-            continue  # comments and parser directives, also inside a continued instruction
-        pending += raw.rstrip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        if pending.strip():
-            lines.append(pending.strip())
-        pending = ""
-    stages: list[list[tuple[str, str]]] = [[]]
-    for line in lines:
-        keyword, _, args = line.partition(" ")
-        if keyword.upper() == "FROM":
-            stages.append([])
-        stages[-1].append((keyword.upper(), args.strip()))
-    return stages
-
-
-def build_args(stages: list[list[tuple[str, str]]]) -> dict[str, str]:
-    """Defaults of the ARGs declared before the first FROM."""
-    out = {}
-    for keyword, args in stages[0]:
-        if keyword == "ARG" and "=" in args:
-            key, value = args.split("=", 1)
-            out[key] = value
-    return out
-
-
-# --- every YAML file -------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
-def test_yaml_parses(path: Path) -> None:
-    loaded = docs(path)
-    assert loaded, f"{path} is empty"
-    assert all(isinstance(d, dict) for d in loaded)
 
 
 def test_every_deploy_file_is_checked() -> None:
     expected = {
         "kuberay/raycluster.yaml",
-        "kuberay/rayjob-train.yaml",
         "kuberay/run-deployment.yaml",
+        "kuberay/networkpolicy.yaml",
+        "kuberay/train/rayjob-train.yaml",
+        "kuberay/monitoring/servicemonitor.yaml",
+        "kuberay/monitoring/prometheusrule.yaml",
         "ray/cluster.yaml",
         "prometheus/prometheus.yml",
+        "prometheus/prometheus-kubernetes.yml",
         "prometheus/alerts.yml",
     }
-    assert expected <= {str(p.relative_to(DEPLOY)) for p in YAML_FILES}
+    yaml_files = {str(p.relative_to(DEPLOY)) for p in [*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")]}
+    assert expected <= yaml_files
     assert {p.name for p in DOCKERFILES} == {"Dockerfile.cpu", "Dockerfile.cuda"}
 
 
@@ -165,28 +88,31 @@ def check_ray_cluster_spec(spec: dict[str, Any], where: str) -> None:
     for group in groups:
         assert group["groupName"] and group["template"]["spec"]["containers"], where
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group["groupName"]
-    gpu_groups = [
-        g
-        for g in groups
-        if any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {}) for c in containers(g))
-    ]
+    gpu_groups = [g for g in groups if gpus(g)]
     assert gpu_groups, f"{where}: no worker group requests nvidia.com/gpu"
     for g in gpu_groups:
         assert any(t.get("key") == "nvidia.com/gpu" for t in g["template"]["spec"].get("tolerations", []))
+
+
+def gpus(group: dict[str, Any]) -> int:
+    """GPUs of one pod of a worker group (the nvidia.com/gpu limits of its containers)."""
+    return sum(
+        int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in containers(group)
+    )
 
 
 def test_raycluster_has_head_cpu_and_gpu_groups() -> None:
     cluster = find("RayCluster")
     check_ray_cluster_spec(cluster["spec"], "raycluster.yaml")
     groups = cluster["spec"]["workerGroupSpecs"]
-    cpu_only = [
-        g for g in groups if not any("nvidia.com/gpu" in str(c.get("resources")) for c in containers(g))
-    ]
+    cpu_only = [g for g in groups if not gpus(g)]
     assert cpu_only, "raycluster.yaml: no CPU worker group for the stream actors"
     head_ports = {
         p["name"]: p["containerPort"] for p in containers(cluster["spec"]["headGroupSpec"])[0]["ports"]
     }
-    assert {"gcs-server", "dashboard", "client", "metrics"} <= set(head_ports)
+    assert {"gcs-server", "dashboard", "client", "sp-metrics"} <= set(head_ports)
+    # KubeRay names Ray's own metrics port (8080) "metrics": a container port of that name shadows it
+    assert "metrics" not in head_ports
 
 
 HEALTH_CHECK = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"}
@@ -227,12 +153,8 @@ def test_rayjob_trains_with_the_finetune_config() -> None:
 
     overrides = [command[i + 1] for i, word in enumerate(command) if word == "--set"]
     config = load_train_config(config_file, overrides)
-    gpu_workers = sum(
-        g["replicas"]
-        for g in spec["rayClusterSpec"]["workerGroupSpecs"]
-        if "nvidia.com/gpu" in str(containers(g))
-    )
-    assert config.use_gpu and config.num_workers <= gpu_workers, "one GPU worker per Ray Train worker"
+    cluster_gpus = sum(g["replicas"] * gpus(g) for g in spec["rayClusterSpec"]["workerGroupSpecs"])
+    assert config.use_gpu and config.num_workers <= cluster_gpus, "one GPU per Ray Train worker"
     mounts = {m["mountPath"] for c in containers(spec["rayClusterSpec"]) for m in c.get("volumeMounts", [])}
     for where in (config.data, config.output):
         assert any(str(where).startswith(m + "/") for m in mounts), f"{where} is on no mounted volume"
@@ -251,14 +173,22 @@ def test_run_deployment_is_a_single_driver_on_the_raycluster() -> None:
     assert address == f"ray://{cluster['metadata']['name']}-head-svc:{client_port}"
 
 
-def test_run_configmap_is_a_valid_streamproc_config() -> None:
+def test_run_configmap_is_a_valid_streamproc_config(monkeypatch: pytest.MonkeyPatch) -> None:
     deployment, configmap = find("Deployment"), find("ConfigMap")
     (driver,) = containers(deployment)
     config_path = Path(driver["command"][driver["command"].index("--config") + 1])
     (mount,) = [m for m in driver["volumeMounts"] if Path(m["mountPath"]) == config_path.parent]
     (volume,) = [v for v in pod_specs(deployment)[0]["volumes"] if v["name"] == mount["name"]]
     assert volume["configMap"]["name"] == configmap["metadata"]["name"]
-    config = Config.model_validate(yaml.safe_load(configmap["data"][config_path.name]))
+    raw = yaml.safe_load(configmap["data"][config_path.name])
+    for source in raw["sources"]:  # camera URLs with passwords come from a Secret, through the driver's env
+        if "uri_env" in source:
+            variable = env_of(driver)[source["uri_env"]]
+            assert variable["valueFrom"]["secretKeyRef"]["name"], source
+            monkeypatch.setenv(source["uri_env"], "rtsp://user:password@camera.invalid:554/stream")
+        else:
+            assert "@" not in source["uri"], "a password in the ConfigMap: use uri_env and a Secret"
+    config = Config.model_validate(raw)
     assert config.sources, "the run configuration needs at least one source"
     assert config.runtime.runner == "ray"
     assert config.emit.stream_maxlen is not None, "cap the event stream (data retention)"
@@ -269,14 +199,16 @@ def test_metrics_service_selects_the_driver() -> None:
     service, deployment = find("Service"), find("Deployment")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    target = yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"][0]["static_configs"][0]["targets"][0]
+    target = yaml.safe_load(PROMETHEUS_K8S.read_text())["scrape_configs"][0]["static_configs"][0]["targets"][
+        0
+    ]
     assert target.split(":")[0] == service["metadata"]["name"]
 
 
 # --- consistency across files ----------------------------------------------------------------------
 def test_one_image_everywhere() -> None:
     images = {c["image"] for _, d in kube_docs() for c in containers(d)}
-    assert images == {IMAGE}
+    assert images == {IMAGE}  # kustomize replaces it (test_kubernetes.py checks every one is covered)
     name = IMAGE.split(":")[0]
     build = re.findall(
         rf"docker build -f deploy/docker/(Dockerfile\.\w+) -t ({re.escape(name)}:\S+)", README.read_text()
@@ -289,11 +221,15 @@ def test_one_image_everywhere() -> None:
 def test_one_metrics_port_everywhere() -> None:
     port = metrics_port()
     named = [
-        p for _, d in kube_docs() for c in containers(d) for p in c.get("ports", []) if p["name"] == "metrics"
+        p
+        for _, d in kube_docs()
+        for c in containers(d)
+        for p in c.get("ports", [])
+        if p["name"] == "sp-metrics"
     ]
     assert named and {p["containerPort"] for p in named} == {port}
     service = find("Service")
-    assert {p["port"] for p in service["spec"]["ports"] if p["name"] == "metrics"} == {port}
+    assert {p["port"] for p in service["spec"]["ports"] if p["name"] == "sp-metrics"} == {port}
     for path in DOCKERFILES:
         exposed = [a for k, a in dockerfile(path)[-1] if k == "EXPOSE"]
         assert exposed == [str(port)], f"{path.name}: EXPOSE {exposed}"
@@ -314,7 +250,13 @@ def test_container_variable_references_are_defined() -> None:
 
 
 def test_one_redis_secret_everywhere() -> None:
-    refs = [node["secretKeyRef"] for _, d in kube_docs() for node in walk(d) if "secretKeyRef" in node]
+    refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for _, d in kube_docs()
+        for c in containers(d)
+        for e in c.get("env", [])
+        if e["name"] == "STREAMPROC_REDIS_URL"
+    ]
     assert refs and {(r["name"], r["key"]) for r in refs} == {REDIS_SECRET}
     for kind in ("RayCluster", "Deployment"):
         for c in containers(find(kind)):
@@ -344,6 +286,14 @@ def test_pods_run_as_the_image_user() -> None:
             security = pod["securityContext"]
             assert security["runAsNonRoot"] is True, where
             assert {security["runAsUser"]} == uids, where
+
+
+def test_ray_extras_for_the_cluster_path() -> None:
+    """Ray Client (ray://, the KubeRay driver), the dashboard agent (KubeRay's probes) and the job CLI
+    (RayJob submitter, ray job submit) come with ray[client] and ray[default]; the images install the
+    package with these dependencies (tests/integration/reliability/test_ray_cluster.py uses them all)."""
+    extras = re.fullmatch(r"ray\[([a-z,]+)\]>=2\.60,<2\.61", pyproject_pin("ray"))
+    assert extras is not None and {"default", "client", "train"} <= set(extras.group(1).split(","))
 
 
 # --- Dockerfiles -----------------------------------------------------------------------------------
@@ -384,6 +334,24 @@ def test_dockerfile_runtime_stage(path: Path) -> None:
     assert any(a.split()[-2:] == ["configs", f"{workdir}/configs"] for k, a in final if k == "COPY")
     assert any("STREAMPROC_OFFLINE=1" in a for k, a in final if k == "ENV")
     assert any("wget" in a for k, a in final if k == "RUN"), "KubeRay's probes call wget"
+    (check,) = [a for k, a in final if k == "HEALTHCHECK"]
+    # the endpoint KubeRay's probes use (tests/integration/reliability/test_ray_cluster.py runs it)
+    assert "http://127.0.0.1:52365/api/local_raylet_healthz" in check, check
+
+
+APT_INSTALL = re.compile(r"apt-get install ((?:-\S+ )*)(.+?)(?:&&|$)")
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_pins_apt_packages(path: Path) -> None:
+    runs = [a for stage in dockerfile(path) for k, a in stage if k == "RUN" and "apt-get install" in a]
+    assert runs, f"{path.name}: no apt-get install"
+    for run in runs:
+        match = APT_INSTALL.search(run)
+        assert match is not None, run
+        packages = [p.strip("'\"") for p in match.group(2).split()]
+        unpinned = [p for p in packages if not re.fullmatch(r"[a-z0-9.+-]+=[0-9][\w.+~:-]*\*?", p)]
+        assert not unpinned, f"{path.name}: pin {unpinned} (package=version)"
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
@@ -414,7 +382,7 @@ def test_dockerignore_files_agree() -> None:
 
 # --- Ray cluster launcher --------------------------------------------------------------------------
 def test_cluster_yaml_passes_rays_schema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     import ray.autoscaler
 
     schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
@@ -430,6 +398,11 @@ def test_cluster_yaml_layout() -> None:
     assert all("$RAY_HEAD_IP" in c for c in config["worker_start_ray_commands"] if "ray start" in c)
     installs = [c for c in config["setup_commands"] if "pip install" in c]
     assert installs and all(pyproject_pin("torch") in c.split() and "streamproc" in c for c in installs)
+    # the head's autoscaler imports the provider's SDK from this environment, or starts no worker
+    sdk = {"aws": "boto3", "gcp": "google-api-python-client"}[config["provider"]["type"]]
+    assert any(re.search(r"(^|\s|')" + re.escape(sdk) + r"\b", c) for c in installs), (
+        f"{sdk} is not installed"
+    )
     text = CLUSTER.read_text()
     assert "STREAMPROC_REDIS_URL=" in text and "STREAMPROC_RAY_ADDRESS=auto" in text
     assert "FILL IN" in text

@@ -115,7 +115,8 @@ def test_quality_weighting(weighted: bool, quality: list[float], weights: list[f
 @pytest.mark.parametrize(
     ("n_faces", "batch_size", "close", "revisions"),
     [
-        (3, 1, True, []),  # too short: closes without a decision
+        (3, 1, True, [(0, 3)]),  # too short for revision 0: decided at close with what it has
+        (3, 1, False, []),  # too short and still open: nothing yet
         (5, 1, True, [(0, 5)]),  # closing adds nothing new
         (7, 1, True, [(0, 5), (1, 7)]),  # closing with more faces than revision 0 had
         (7, 1, False, [(0, 5)]),
@@ -128,13 +129,22 @@ def test_revisions(n_faces: int, batch_size: int, close: bool, revisions: list[t
     stage = AggregateStage(AggregateConfig(n_frames=10, min_frames=5))
     decisions = feed_one_track(stage, unit_rows(n_faces), batch_size=batch_size, close=close)
     assert [(d.revision, d.n_frames) for d in decisions] == revisions
+
+
+@pytest.mark.parametrize(("decide_short", "revisions"), [(True, [(0, 1)]), (False, [])])
+def test_a_one_face_appearance_is_decided_at_close_unless_turned_off(
+    decide_short: bool, revisions: list[tuple[int, int]]
+) -> None:
+    stage = AggregateStage(AggregateConfig(n_frames=10, min_frames=5, decide_short=decide_short))
+    decisions = feed_one_track(stage, unit_rows(1), batch_size=1, close=True)
+    assert [(d.revision, d.n_frames) for d in decisions] == revisions
     assert [d.kind for d in decisions] == ["decision", "update"][: len(revisions)]
 
 
 def test_unusable_faces_are_skipped_but_widen_the_time_span() -> None:
     emb = unit_rows(4, seed=2)
     emb[1] = np.nan  # the tracker did not ask for this one
-    stage = AggregateStage(AggregateConfig(n_frames=10, min_frames=2, min_quality=0.3))
+    stage = AggregateStage(AggregateConfig(n_frames=10, min_frames=2, min_quality=0.3, decide_short=False))
     faces = make_faces([0, 0, -1, 0], emb, quality=[0.9, 0.9, 0.9, 0.2])
     decisions = stage(make_batch(faces, closed=[0])).decisions
     assert decisions == []  # one usable face only

@@ -1,0 +1,111 @@
+"""The one threshold policy: which squared-L2 distance names a person, decided in one place.
+
+``resolve`` is used by the match stage (runs), ``gallery search``, gallery switches and model
+upgrades alike. In order:
+
+1. ``gallery.threshold`` set explicitly in the config (or ``--threshold``): the operator's value;
+2. a probe of another model version than the gallery's (a rolling upgrade): the calibrated pair
+   threshold (``streamproc.models.compat``), which refuses pairs never calibrated;
+3. the gallery's own open-set calibration (``streamproc gallery calibrate``), stored with its
+   model version, when made for the configured target FPIR; the run warns when the gallery has
+   grown to more than ``GROWTH_WARNING`` times the size it was calibrated at;
+4. the model's 1:1 impostor curve (``ModelCard.far_thresholds``) at the gallery's size and target
+   FPIR (see ``calibrate.threshold_from_far``);
+5. the card's 1:1 verification threshold, with a warning: it names strangers in large galleries.
+
+Example:
+    >>> from streamproc.gallery.config import GalleryConfig
+    >>> resolve(GalleryConfig(threshold=0.9), None, "v1", "v1", 10).describe()
+    '0.900 (gallery.threshold in the config)'
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from streamproc.errors import ModelError
+from streamproc.gallery.calibrate import Calibration, threshold_from_far
+from streamproc.gallery.config import GalleryConfig
+from streamproc.models.checkpoint import ModelCard
+
+log = logging.getLogger(__name__)
+
+GROWTH_WARNING = 2.0  # warn when the gallery outgrew its calibration by this factor
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A resolved threshold and where it came from (shown in logs, events carry the value)."""
+
+    value: float
+    source: str
+
+    def describe(self) -> str:
+        return f"{self.value:.3f} ({self.source})"
+
+
+def resolve(
+    config: GalleryConfig,
+    card: ModelCard | None,
+    probe_version: str,
+    gallery_version: str,
+    gallery_size: int,
+    calibration: Calibration | None = None,
+) -> Threshold:
+    """The threshold for ``probe_version`` embeddings against a ``gallery_version`` gallery of
+    ``gallery_size`` people (see the module doc for the order). ``card`` is the gallery version's."""
+    if config.threshold is not None:
+        return Threshold(config.threshold, "gallery.threshold in the config")
+    if probe_version != gallery_version:
+        from streamproc.models import compat
+
+        return Threshold(compat.threshold(probe_version, gallery_version), "calibrated model pair, 1:1")
+    if calibration is not None and calibration.model_version == gallery_version:
+        if abs(calibration.fpir - config.fpir) < 1e-12:
+            if gallery_size > GROWTH_WARNING * max(calibration.gallery_size, 1):
+                log.warning(
+                    "gallery %s has %d people, calibrated at %d: re-run `streamproc gallery calibrate`",
+                    gallery_version,
+                    gallery_size,
+                    calibration.gallery_size,
+                )
+            return Threshold(
+                calibration.threshold,
+                f"FPIR {calibration.fpir:g} calibrated at {calibration.gallery_size} people ({calibration.method})",
+            )
+        log.warning(
+            "gallery %s was calibrated for FPIR %g, the config asks for %g: using the model's curve",
+            gallery_version,
+            calibration.fpir,
+            config.fpir,
+        )
+    if card is None:
+        raise ModelError(f"no model card for version {gallery_version!r}: cannot choose a threshold")
+    from_curve = threshold_from_far(card.far_thresholds, config.fpir, gallery_size)
+    if from_curve is not None:
+        return Threshold(
+            from_curve, f"FPIR {config.fpir:g} at {gallery_size} people from the model's FAR curve"
+        )
+    value = card.threshold_for(gallery_version)
+    log.warning(
+        "model %s has no FAR curve and the gallery no calibration: using the 1:1 threshold %.3f, "
+        "which names strangers in large galleries; run `streamproc gallery calibrate`",
+        card.key,
+        value,
+    )
+    return Threshold(value, "model card, 1:1 verification")
+
+
+def for_gallery(
+    config: GalleryConfig, card: ModelCard | None, version: str, gallery_size: int, store: object | None
+) -> Threshold:
+    """``resolve`` for a gallery's own version, with the calibration stored beside it (if any).
+    ``store`` is a ``GalleryStore`` (or None: no stored calibration)."""
+    from streamproc.gallery.base import GalleryStore
+
+    calibration = None
+    if isinstance(store, GalleryStore):
+        raw = store.calibration(version)
+        calibration = None if raw is None else Calibration.from_dict(raw)
+    return resolve(config, card, version, version, gallery_size, calibration)
