@@ -6,13 +6,20 @@ test checks that the bench measures them, not that they reach their targets.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+
+from streamproc.scenes import AppearanceTruth, FaceTruth, GroundTruth
+from streamproc.types import Decision
 
 ROOT = Path(__file__).resolve().parents[3]
 BENCH = ROOT / "bench" / "video_identification.py"
@@ -70,3 +77,72 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str) -> No
     done = run_bench("--quick", *args, timeout=120)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def bench_module() -> Any:
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        return importlib.import_module("video_identification")
+    finally:
+        sys.path.remove(str(BENCH.parent))
+
+
+def two_shot_video(bench: Any) -> Any:
+    """Frames 0-1: ada (enrolled) at box A, with bob (a stranger) behind cy (covered). Frames 2-3: after a
+    cut, cy (a stranger) at box A."""
+    a, b = (100.0, 100.0, 200.0, 230.0), (300.0, 100.0, 400.0, 230.0)
+    truth = GroundTruth(25.0, (640, 360), cuts=[2])
+    truth.appearances = [
+        AppearanceTruth("ada", 0, 0, 1),
+        AppearanceTruth("bob", 0, 0, 1),
+        AppearanceTruth("cy", 1, 2, 3),
+    ]
+    shot0 = [FaceTruth("ada", a, 0, 1.0), FaceTruth("bob", b, 1, 0.2)]
+    truth.faces = [shot0, shot0, [FaceTruth("cy", a, 2, 1.0)], [FaceTruth("cy", a, 2, 1.0)]]
+    return bench.Video(Path("v.mp4"), truth, ["cut", "cut"])
+
+
+def test_scoring_counts_switches_wrong_names_and_named_strangers() -> None:
+    bench = bench_module()
+    video = two_shot_video(bench)
+    a, b = np.array([102.0, 98, 201, 228]), np.array([300.0, 100, 400, 230])
+    seen = [
+        bench.Seen(0, 0, a, group=7),
+        bench.Seen(0, 1, a, group=7),
+        bench.Seen(0, 1, b, group=8),  # bob is hidden (20% visible): this face is nobody's
+        bench.Seen(0, 2, a, group=7),  # the track goes on over the cut with cy's face: a switch
+        bench.Seen(0, 3, a + 60, group=9),  # IoU < 0.5 with cy: nobody's
+    ]
+    shown = bench.appearances([video], {"ada"})
+    held = bench.held_by_group(seen, [video])
+    assert held == {(0, 7): Counter({(0, 0): 2, (0, 2): 1}), (0, 8): Counter(), (0, 9): Counter()}
+    decisions = [
+        Decision("0", 7, 0.0, 0.1, "ada", 0.3, 3, "v", "g"),  # right for ada, and it names the stranger cy
+        Decision("0", 8, 0.0, 0.1, "ada", 0.4, 1, "v", "g"),  # wrong: ada is not in track 8
+        Decision("0", 9, 0.1, 0.1, None, 1.4, 1, "v", "g"),
+    ]
+    out = bench.score_ours(seen, decisions, [video], shown)
+    assert out["id_switches"] == 1 and out["switched_tracks"] == [
+        "video 0 track 7: ada (cut, 2 faces), cy (cut, 1 faces)"
+    ]
+    assert out["appearance_recall"] == 1.0 and out["recall_by_kind"] == {"cut": 1.0}
+    assert out["wrong_name_rate"] == pytest.approx(1 / 3)
+    assert out["stranger_named_rate"] == pytest.approx(1 / 2)  # cy named, bob never
+    assert out["decisions_per_appearance"] == pytest.approx(3 / 3)
+
+
+def test_naive_scoring_judges_every_face_on_its_own() -> None:
+    bench = bench_module()
+    video = two_shot_video(bench)
+    a = np.array([100.0, 100, 200, 230])
+    seen = [
+        bench.Seen(0, 0, a, group=0, name=None),
+        bench.Seen(0, 1, a, group=1, name="ada"),
+        bench.Seen(0, 2, a, group=2, name="ada"),  # cy named ada: wrong, and a stranger named
+        bench.Seen(0, 3, a, group=3, name=None),
+    ]
+    out = bench.score_naive(seen, [video], bench.appearances([video], {"ada"}))
+    assert out["appearance_recall"] == 1.0
+    assert out["wrong_name_rate"] == pytest.approx(1 / 4)
+    assert out["stranger_named_rate"] == pytest.approx(1 / 2)
+    assert out["decisions_per_appearance"] == pytest.approx(4 / 3)
