@@ -143,10 +143,20 @@ def _promote(args: argparse.Namespace) -> int:
         store.close()
     s = result.serving
     print(f"serving {s.model} ({s.version}); gallery {s.gallery}; epoch {s.epoch}")
-    if result.reembedded:
-        print(f"re-embedded {result.reembedded} identities into {s.version}")
+    if result.reembedded or result.resumed:
+        print(
+            f"re-embedded {result.reembedded} identities into {s.version}"
+            + (
+                f" ({result.resumed} more were done by an earlier, interrupted promote)"
+                if result.resumed
+                else ""
+            )
+        )
     if result.missing:
-        print(f"{len(result.missing)} identities have no retained crops: the gallery stays on {s.gallery}")
+        print(
+            f"{len(result.missing)} identities have no retained crops: the gallery stays on {s.gallery}, "
+            f"and {s.version} probes are matched against it through the calibrated pair threshold"
+        )
     return 0
 
 
