@@ -13,7 +13,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _faces(people: int, per: int, noise: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _faces(
+    people: int, per: int, noise: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Trunk-like features and old embeddings of ``people`` identities: one centre per person plus
     noise, and the old model a fixed linear map of the same features."""
     rng = np.random.default_rng(seed)
@@ -35,7 +37,9 @@ def test_ridge_recovers_a_linear_old_model() -> None:
 def test_triplet_recipes_lower_the_mixed_or_own_distance_of_same_people(kind: str) -> None:
     features, labels, old = _faces(40, 4, noise=2.0)  # people overlap: the random head mixes them up
     recipe = HeadRecipe(kind, steps=30, ridge_init=False, distill=0.0)
-    random_start = apply_head(fit_head(features, labels, old, HeadRecipe(kind, steps=0, ridge_init=False)), features)
+    random_start = apply_head(
+        fit_head(features, labels, old, HeadRecipe(kind, steps=0, ridge_init=False)), features
+    )
     trained = apply_head(fit_head(features, labels, old, recipe), features)
     other = old if kind == "harmonic" else None
 
