@@ -1,9 +1,10 @@
 """A rolling model upgrade v1 -> v2 -> v1 during a live RTSP stream on a real Ray cluster.
 
-The v2 is made here, as on a fresh clone: the pretrained MobileFaceNet trunk with a harmonic
-``192 -> 128`` head (``streamproc.training.heads``: started from the ridge map onto v1, then
-harmonic triplet steps) fitted on the faces of ``TRAIN_PEOPLE`` LFW people, calibrated against v1
-on ``HELD_PEOPLE`` others, and registered in the session's own model cache (``model_cache`` in
+The v2 is made here, as on a fresh clone, the way ``streamproc models fit-head`` makes it by
+default: the pretrained MobileFaceNet trunk with a ``192 -> 128`` head that is the ridge map of its
+features onto v1's embeddings (``streamproc.training.heads``; it beat the harmonic triplet head
+cross-fitted, see README), fitted on the faces of ``TRAIN_PEOPLE`` LFW people, calibrated against
+v1 on ``HELD_PEOPLE`` others, and registered in the session's own model cache (``model_cache`` in
 tests/conftest.py). The crops and v1 embeddings of those faces are cached in the user's bench cache.
 """
 
@@ -35,7 +36,6 @@ pytestmark = pytest.mark.integration
 
 V2 = "mobilefacenet-h128"
 TRAIN_PEOPLE, HELD_PEOPLE, FACES = 160, 60, 3  # LFW people with at least FACES images
-STEPS = 40  # harmonic triplet steps after the ridge start
 
 
 class Timed(MemorySink):
@@ -52,11 +52,11 @@ class Timed(MemorySink):
 
 @pytest.fixture(scope="module")
 def v2_model(lfw_dir: Path, mtcnn_weights_dir: Path, tflite_path: Path) -> str:
-    """A small real harmonic v2 (see the module docstring), registered as ``V2``; its version."""
+    """A small real v2 comparable with v1 (see the module docstring), registered as ``V2``; its version."""
     root = lfw_dir / "lfw-deepfunneled"
     train, held = pick_people(root, TRAIN_PEOPLE, HELD_PEOPLE, FACES)
     cache = env.cache_dir() / "bench" / f"harmonic-fixture-{len(train)}-{len(held)}.npz"
-    recipe = HeadRecipe("harmonic", steps=STEPS)
+    recipe = HeadRecipe("ridge")
     config = load_config(None, [])
     card = fit_compatible_model(root, train, held, config, recipe, V2, "v2", registry.DEFAULT_MODEL, cache)
     print(f"fixture v2 from {len(train)} faces: {card.thresholds} {card.far_thresholds} {card.metrics}")
