@@ -8,7 +8,8 @@
    shift new work to them and drain the v1 ones; v2 probes are matched against the v1 gallery
    through the pair threshold;
 3. re-embeds every identity's retained enrollment crops with v2 into the gallery's v2 namespace
-   (MTCNN finds the landmarks again inside each crop, for models that warp by them);
+   (MTCNN finds the landmarks again inside each crop, for models that warp by them), in batches
+   across identities; a re-run after a crash skips identities whose v2 rows match their crops;
 4. when every identity has v2 rows, writes ``gallery = v2``: the pipelines switch index between two
    batches. Identities without retained crops keep the gallery on v1 (listed in the result).
 
