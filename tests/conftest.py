@@ -18,6 +18,32 @@ from streamproc.errors import FetchError
 from streamproc.models import fetch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's own ``STREAMPROC_CACHE_DIR``, set before any Ray cluster starts (its actors see it).
+
+    Fetched weights, downloads, bench caches and converted built-in checkpoints are the user cache's
+    (linked, so a fetch lands there once); the model registry and the pair table are the session's
+    own. A model trained on this machine never reaches a test, and a model a test registers stays
+    in the session, as on a fresh clone.
+    """
+    user = env.cache_dir()
+    cache = tmp_path_factory.mktemp("streamproc-cache")
+    for name in ("weights", "downloads", "bench"):
+        (user / name).mkdir(parents=True, exist_ok=True)
+        (cache / name).symlink_to(user / name)
+    (cache / "models").mkdir()
+    for item in (user / "models").glob("*.pt"):
+        (cache / "models" / item.name).symlink_to(item)
+    previous = os.environ.get("STREAMPROC_CACHE_DIR")
+    os.environ["STREAMPROC_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("STREAMPROC_CACHE_DIR", None)
+    else:
+        os.environ["STREAMPROC_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     root = env.shared_data()

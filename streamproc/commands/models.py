@@ -1,8 +1,10 @@
-"""``streamproc models fetch | info | list | compat | promote``."""
+"""``streamproc models fetch | info | list | compat | promote | fit-head``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from streamproc.commands.common import add_config_args, config_from_args
 from streamproc.errors import ConfigError
@@ -41,6 +43,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p)
     p.set_defaults(handler=_promote)
+    p = cmds.add_parser(
+        "fit-head",
+        help="make a v2 comparable with v1: a head on the MobileFaceNet trunk fitted to labelled faces",
+        description=(
+            "Cuts faces of --people people (one sub-folder each) as the pipeline does, fits a 192->128 "
+            "head on the frozen MobileFaceNet trunk (--recipe), calibrates its thresholds against the "
+            "old model on --held-out other people, and registers it (then: models promote VERSION)."
+        ),
+    )
+    p.add_argument("--data", type=Path, required=True, help="folder with one sub-folder of images per person")
+    p.add_argument("--name", default="mobilefacenet-h128", help="registry name of the new model")
+    p.add_argument("--version", default="v2", help="its version (an embedding space)")
+    p.add_argument(
+        "--old-model", default=registry.DEFAULT_MODEL, help="the model in service (name or version)"
+    )
+    p.add_argument(
+        "--recipe",
+        choices=["ridge", "harmonic", "plain"],
+        default="ridge",
+        help="how the head is fitted (ridge: best mixed mode cross-fitted on LFW)",
+    )
+    p.add_argument("--people", type=int, default=600, help="training people")
+    p.add_argument("--held-out", type=int, default=200, help="other people the thresholds are calibrated on")
+    p.add_argument("--faces", type=int, default=3, help="images per person (people with fewer are skipped)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the face and embedding cache")
+    add_config_args(p)
+    p.set_defaults(handler=_fit_head)
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -119,8 +148,39 @@ def _promote(args: argparse.Namespace) -> int:
         store.close()
     s = result.serving
     print(f"serving {s.model} ({s.version}); gallery {s.gallery}; epoch {s.epoch}")
-    if result.reembedded:
-        print(f"re-embedded {result.reembedded} identities into {s.version}")
+    if result.reembedded or result.resumed:
+        print(
+            f"re-embedded {result.reembedded} identities into {s.version}"
+            + (
+                f" ({result.resumed} more were done by an earlier, interrupted promote)"
+                if result.resumed
+                else ""
+            )
+        )
     if result.missing:
-        print(f"{len(result.missing)} identities have no retained crops: the gallery stays on {s.gallery}")
+        print(
+            f"{len(result.missing)} identities have no retained crops: the gallery stays on {s.gallery}, "
+            f"and {s.version} probes are matched against it through the calibrated pair threshold"
+        )
+    return 0
+
+
+def _fit_head(args: argparse.Namespace) -> int:
+    from streamproc.training.fit_model import fit_compatible_model, pick_people
+    from streamproc.training.heads import HeadRecipe
+
+    config = config_from_args(args, list(args.set or []))
+    root = args.data / "lfw-deepfunneled" if (args.data / "lfw-deepfunneled").is_dir() else args.data
+    if not root.is_dir():
+        raise ConfigError(f"--data {args.data}: not a folder")
+    if args.version == registry.peek_card(registry.name_for(args.old_model)).version:
+        raise ConfigError(f"--version {args.version}: that is the old model's version; name a new one")
+    train, held = pick_people(root, args.people, args.held_out, args.faces)
+    cache = args.out / f"faces-{len(train)}-{len(held)}-{args.faces}.npz"
+    recipe = HeadRecipe(args.recipe, ridge_init=args.recipe == "harmonic")
+    old = registry.name_for(args.old_model)
+    card = fit_compatible_model(root, train, held, config, recipe, args.name, args.version, old, cache)
+    print(f"registered {card.key}, compatible with {', '.join(card.compatible_with)}")
+    print(f"thresholds {json.dumps(card.thresholds)}; 1:1 impostor curve {json.dumps(card.far_thresholds)}")
+    print(f"held-out metrics {json.dumps(card.metrics)}")
     return 0

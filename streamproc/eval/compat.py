@@ -38,7 +38,15 @@ from streamproc.types import Crops
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CompatRow", "compat_table", "crop_images", "time_per_face"]
+__all__ = [
+    "CompatRow",
+    "cache_file",
+    "compat_table",
+    "crop_images",
+    "embed_crops",
+    "pair_row",
+    "time_per_face",
+]
 
 
 @dataclass(frozen=True)
@@ -108,15 +116,17 @@ def crop_images(
     return crops, failed
 
 
-def _embed(model: str, crops: Crops, progress: bool, cache: Path | None = None) -> np.ndarray:
+def cache_file(cache: Path | None, model: str, what: str = "") -> Path | None:
+    """Where ``model``'s outputs for the crops cached in ``cache`` are kept (keyed by its checkpoint)."""
+    if cache is None:
+        return None
+    stat = registry.checkpoint_path(model).stat()
+    return cache.with_name(f"{cache.stem}-{model}{what}-{stat.st_size}-{stat.st_mtime_ns}.npy")
+
+
+def embed_crops(model: str, crops: Crops, progress: bool, cache: Path | None = None) -> np.ndarray:
     """Every crop embedded by ``model``; cached beside the crops, keyed by the checkpoint file."""
-    checkpoint = registry.checkpoint_path(model)
-    stat = checkpoint.stat()
-    saved = (
-        None
-        if cache is None
-        else cache.with_name(f"{cache.stem}-{model}-{stat.st_size}-{stat.st_mtime_ns}.npy")
-    )
+    saved = cache_file(cache, model)
     if saved is not None and saved.is_file():
         return np.load(saved)
     embedder = Embedder.from_model(*registry.load(model))
@@ -143,7 +153,9 @@ def time_per_face(model: str, crops: Crops, batch: int = 32, repeats: int = 3) -
     return best
 
 
-def _row(label: str, versions: tuple[str, str], dist: np.ndarray, pairs: LfwPairs, far: float) -> CompatRow:
+def pair_row(
+    label: str, versions: tuple[str, str], dist: np.ndarray, pairs: LfwPairs, far: float
+) -> CompatRow:
     r = kfold_accuracy(dist, pairs.same, pairs.fold, target_far=far)
     return CompatRow(
         label=label,
@@ -178,7 +190,7 @@ def compat_table(
     images = unique_images(pairs)
     crops, failed = crop_images(root, images, config, cache, progress)
     log.info("%d images, %d without a detected face (centre crop)", len(images), int(failed.sum()))
-    embeddings = {key: _embed(name, crops, progress, cache) for key, name in models.items()}
+    embeddings = {key: embed_crops(name, crops, progress, cache) for key, name in models.items()}
     versions = {key: registry.peek_card(name).version for key, name in models.items()}
     row_of = {name: i for i, name in enumerate(images)}
     left = np.array([row_of[p] for p in pairs.left])
@@ -186,5 +198,5 @@ def compat_table(
     rows = []
     for label, probe, gallery in combos:
         dist = squared_l2(embeddings[probe][left], embeddings[gallery][right])
-        rows.append(_row(label, (versions[probe], versions[gallery]), dist, pairs, target_far))
+        rows.append(pair_row(label, (versions[probe], versions[gallery]), dist, pairs, target_far))
     return rows, embeddings

@@ -8,7 +8,8 @@
    shift new work to them and drain the v1 ones; v2 probes are matched against the v1 gallery
    through the pair threshold;
 3. re-embeds every identity's retained enrollment crops with v2 into the gallery's v2 namespace
-   (MTCNN finds the landmarks again inside each crop, for models that warp by them);
+   (MTCNN finds the landmarks again inside each crop, for models that warp by them), in batches
+   across identities; a re-run after a crash skips identities whose v2 rows match their crops;
 4. when every identity has v2 rows, writes ``gallery = v2``: the pipelines switch index between two
    batches. Identities without retained crops keep the gallery on v1 (listed in the result).
 
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from streamproc.config import DetectorConfig
 from streamproc.detect import Detector, build_detector
-from streamproc.errors import ConfigError, IncompatibleModels
+from streamproc.errors import ConfigError, IncompatibleModels, UnknownIdentity
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.models import compat, registry
 from streamproc.models.embedder import Embedder
@@ -44,10 +45,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class ReembedReport:
+    reembedded: int = 0  # identities given rows of the new version now
+    resumed: int = 0  # identities that already had them (an interrupted run got this far)
+    missing: list[str] = field(default_factory=list)  # identities without retained crops
+
+
+@dataclass
 class PromoteResult:
     serving: Serving
     reembedded: int = 0  # identities given rows of the new version
     missing: list[str] = field(default_factory=list)  # identities without retained crops
+    resumed: int = 0  # identities re-embedded by an earlier, interrupted promote
 
 
 def serving_now(control: ModelControl, default_model: str) -> Serving:
@@ -71,33 +80,64 @@ def _landmarks(crops: np.ndarray, detector: Detector) -> Crops:
     return Crops(np.ascontiguousarray(crops), points)
 
 
+def _done(store: RedisGalleryStore, name: str, version: str, faces: int) -> bool:
+    """True when ``name`` already has one ``version`` row per retained crop (an earlier, interrupted
+    re-embedding got this far: each identity's rows are replaced in one transaction)."""
+    try:
+        return len(store.embeddings(name, version)) == faces
+    except UnknownIdentity:
+        return False
+
+
 def reembed(
     store: RedisGalleryStore,
     model: str,
     progress: bool = True,
     on_identity: Callable[[str], None] | None = None,
-) -> tuple[int, list[str]]:
-    """Embed every identity's retained crops with ``model`` into its version's namespace (replacing)."""
+    batch_faces: int = 256,
+) -> ReembedReport:
+    """Embed every identity's retained crops with ``model`` into its version's namespace (replacing).
+
+    Resumable: identities whose rows of that version already match their crops are skipped. Crops
+    are embedded in batches of about ``batch_faces`` faces across identities, with a progress bar.
+    """
     embedder = Embedder.from_model(*registry.load(model))
     detector = (
         build_detector(DetectorConfig(kind="mtcnn")) if embedder.card.alignment == "similarity" else None
     )
-    done, missing = 0, []
+    report = ReembedReport()
+    pending: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        crops = np.concatenate([c for _, c in pending])
+        adapted = Crops(crops) if detector is None else _landmarks(crops, detector)
+        rows, start = embedder(adapted), 0
+        for person, part in pending:
+            store.enroll(person, rows[start : start + len(part)], embedder.version, replace=True)
+            start += len(part)
+            report.reembedded += 1
+            if on_identity is not None:
+                on_identity(person)
+        pending.clear()
+
     people = store.list_identities()
-    for person in tqdm(
-        people, desc=f"re-embedding with {embedder.version}", file=sys.stderr, disable=not progress
-    ):
+    bar = tqdm(people, desc=f"re-embedding with {embedder.version}", file=sys.stderr, disable=not progress)
+    for person in bar:
         parts = store.crops(person.name)
         if not parts:
-            missing.append(person.name)
+            report.missing.append(person.name)
             continue
         crops = np.concatenate(parts)
-        adapted = Crops(crops) if detector is None else _landmarks(crops, detector)
-        store.enroll(person.name, embedder(adapted), embedder.version, replace=True)
-        done += 1
-        if on_identity is not None:
-            on_identity(person.name)
-    return done, missing
+        if _done(store, person.name, embedder.version, len(crops)):
+            report.resumed += 1
+            continue
+        pending.append((person.name, crops))
+        if sum(len(c) for _, c in pending) >= batch_faces:
+            flush()
+    flush()
+    return report
 
 
 def promote(
@@ -146,7 +186,8 @@ def promote(
     result = PromoteResult(serving)
     if not reembed_gallery:
         return result
-    result.reembedded, result.missing = reembed(store, name, progress)
+    report = reembed(store, name, progress)
+    result.reembedded, result.missing, result.resumed = report.reembedded, report.missing, report.resumed
     if result.missing:
         log.warning(
             "%d identities have no retained crops (%s...): the gallery stays on %s, matched through the "
