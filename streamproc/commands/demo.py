@@ -162,8 +162,9 @@ def print_scores(shots: list[Shot], decisions: list[Decision], enrolled: set[str
         decided = ", ".join(d.identity or "unknown" for d in said.get(k, [])) or "(no decision)"
         dist = min((d.distance for d in said.get(k, [])), default=float("nan"))
         who = shot.person + ("" if shot.person in enrolled else " (stranger)")
+        shown = verdict.replace("_", " ")
         print(
-            f"{k:>4} {shot.start_s:>5.2f}-{shot.end_s:<5.2f}  {who:<16} {decided:<24} {dist:>8.3f}  {verdict}"
+            f"{k:>4} {shot.start_s:>5.2f}-{shot.end_s:<5.2f}  {who:<27} {decided:<24} {dist:>8.3f}  {shown}"
         )
     people = counts["right"] + counts["wrong"] + counts["unknown"]
     print(
