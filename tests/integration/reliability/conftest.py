@@ -43,6 +43,7 @@ make_demo_video = _pipeline.make_demo_video
 demo_video = _pipeline.demo_video
 demo_people = _pipeline.demo_people
 make_config = _pipeline.make_config
+run_settings = _pipeline.run_settings
 DebianRedis = _gallery.DebianRedis
 ray_nodes = _ray_nodes.ray_nodes
 
