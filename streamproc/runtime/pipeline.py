@@ -60,6 +60,7 @@ from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.index import GalleryIndex
 from streamproc.metrics import Recorder
 from streamproc.models import registry
+from streamproc.retry import ExponentialBackoff, Retry
 from streamproc.runtime.base import Runner
 from streamproc.runtime.chain import RunSummary
 from streamproc.runtime.config import RuntimeConfig
@@ -91,7 +92,15 @@ def connect(runtime: RuntimeConfig) -> bool:
                 address,
             )
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, include_dashboard=False)
+
+        def join() -> None:
+            try:
+                ray.init(address=address, include_dashboard=False)
+            except ConnectionError:  # e.g. the head's client server could not start a server yet
+                ray.shutdown()  # drop the half-made connection before the next try
+                raise
+
+        Retry(ExponentialBackoff(base=1.0, cap=4.0), attempts=3).call(join)
     else:
         ray.init(
             address="local",
