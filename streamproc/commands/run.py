@@ -79,10 +79,10 @@ class PrintSink(Sink):
     def __init__(self, out: IO[str]):
         self.out = out
 
-    def _write(self, decisions: list[Decision]) -> int:
+    def _write(self, decisions: list[Decision]) -> list[Decision]:
         for d in decisions:
             print(format_decision(d), file=self.out, flush=True)
-        return len(decisions)
+        return decisions
 
 
 def print_summary(summary: RunSummary, out: IO[str]) -> None:

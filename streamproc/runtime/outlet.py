@@ -1,9 +1,10 @@
-"""The driver side shared by both runners: match, emit exactly once, count, summarise.
+"""The driver side shared by both runners: match, emit, count, summarise.
 
 ``Outlet`` receives the ``Front`` / ``Back`` records of every stream (from ``StreamChain`` in this
 process or from stream actors), records their metrics, runs the decisions through ``MatchStage``
-and ``EmitStage`` in one place (so every event is emitted once, whatever ran where) and keeps the
-per-stream summary.
+and ``EmitStage`` in one place and keeps the per-stream summary. The sinks drop repeated event ids
+(a restarted stream replays its file): the summary, the metrics and the stored unknown faces count
+only the decisions some sink wrote now.
 
 The gallery is ``config.gallery`` (``url`` None = ``STREAMPROC_REDIS_URL``, else the embedded
 server) loaded into a ``GalleryIndex`` for the embedder's model version, unless a store or an index
@@ -38,13 +39,12 @@ from streamproc.retry import server_retry
 from streamproc.runtime.chain import Back, Front, RunSummary, StreamSummary
 from streamproc.runtime.control import ModelControl, Serving
 from streamproc.sources.config import SourceConfig
-from streamproc.stages.emit import EmitStage, Remembered, Sink
+from streamproc.stages.emit import EmitStage, Sink
 from streamproc.stages.match import MatchStage
 from streamproc.types import Decision
 
 log = logging.getLogger(__name__)
 ALL_STREAMS = "*"  # stream label of work shared by streams (the embedding pool)
-EVENT_IDS_REMEMBERED = 1_000_000  # ids of events out, to drop repeats (153 MB when full, measured)
 DECISIONS_KEPT = 100_000  # the latest decisions the run summary lists (85 MB when full, measured)
 RETENTION_CHECK_S = 60.0  # how often a run erases unknown faces past gallery.unknown_retention_s
 STREAM_COUNTERS = (  # counters with only a stream label, exposed at 0 from the start of a run
@@ -94,6 +94,7 @@ class Outlet:
             recorder=self.recorder,
             sync_interval_s=config.runtime.gallery_sync_s,
             pair_threshold=compat.threshold,
+            stores_unknowns=False,  # only the first time a decision goes out (below)
         )
         self.control = ModelControl(store) if isinstance(store, RedisGalleryStore) else None
         self.serving = Serving(config.embedder.model, card.version, index.model_version)
@@ -109,7 +110,6 @@ class Outlet:
         self.streams = {s.stream_id: StreamSummary(s.stream_id, s.display_uri) for s in sources}
         self._started = {s.stream_id: time.monotonic() for s in sources}
         self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)  # the summary's; bounded
-        self._event_ids = Remembered(EVENT_IDS_REMEMBERED)  # bounded: a live run goes on for months
         self._queued = dict.fromkeys(self.streams, 0)  # batches waiting inside each stream's chain
         self._between: dict[str, set[int]] = {sid: set() for sid in self.streams}  # front seen, back not
         self.recorder.gauge("gallery_size", len(index), model_version=card.version)
@@ -194,21 +194,17 @@ class Outlet:
         self._queued[sid] = back.queued
         self._between[sid].discard(back.seq)
         self._gauge_between()
-        # a restarted stream replays its file: decisions already out are neither matched again
-        # (which would store an unknown face twice) nor handed to the sinks again
-        back.decisions = [d for d in back.decisions if d.event_id not in self._event_ids]
         batch = self.match(back.as_batch())
         started = time.perf_counter()
-        self.emit(batch)
+        kept = self.emit.write(batch.decisions)  # a replayed decision the sinks had: not again
+        self.match.store_unknowns(kept)
         rec.observe("stage_seconds", time.perf_counter() - started, stage="emit", stream=sid)
         for i, sink in enumerate(self.emit.sinks):
             new = self.emit.written[i] - self._written[i]
             if new:
                 rec.count("events_written_total", new, sink=sink.name)
             self._written[i] = self.emit.written[i]
-        kept = [d for d in batch.decisions if d.event_id not in self._event_ids]
         for d in kept:
-            self._event_ids.add(d.event_id)
             rec.count(
                 "decisions_total",
                 stream=sid,

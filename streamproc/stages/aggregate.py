@@ -57,7 +57,6 @@ class _TrackSum:
     revision: int = 0  # next revision to yield under model_version
     yielded_at: int = 0  # count when the current window last yielded (0 = not yet)
     done: bool = False  # the window is full and recheck is off: ignore further faces
-    emitted: set[tuple[str, int]] = field(default_factory=set)
 
     def restart(self, model_version: str) -> None:
         self.model_version, self.total, self.weight, self.count = model_version, None, 0.0, 0
@@ -185,9 +184,6 @@ class AggregateStage(Stage):
         key = (track.model_version, track.revision)
         track.revision += 1
         track.yielded_at = track.count
-        if key in track.emitted:
-            return None
-        track.emitted.add(key)
         return Decision(
             stream_id=stream_id,
             track_id=tid,

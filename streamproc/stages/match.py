@@ -7,7 +7,8 @@ For every decision in ``batch.decisions`` that no gallery has seen yet (``galler
   else None (unknown); ``distance`` is that nearest distance (NaN for an empty gallery) and
   ``gallery_version`` the gallery's model version;
 * an unknown **revision 0** is stored with ``store.add_unknown`` (when a store is given) so the
-  unknown faces can be clustered and named later;
+  unknown faces can be clustered and named later (with ``stores_unknowns=False`` the caller does
+  it, through ``store_unknowns``, once the decision went out);
 * a **later revision** is kept only when its identity differs from the identity last emitted for
   the track: it is then an explicit update event; otherwise it is dropped (nothing new to say).
 
@@ -80,6 +81,7 @@ class MatchStage(Stage):
         sync_interval_s: float | None = 1.0,
         clock: Callable[[], float] = time.monotonic,
         pair_threshold: Callable[[str, str], float] | None = None,
+        stores_unknowns: bool = True,
     ):
         if not (threshold > 0 and math.isfinite(threshold)):
             raise ConfigError(f"match threshold: expected a positive squared L2 distance, got {threshold}")
@@ -97,6 +99,7 @@ class MatchStage(Stage):
         self._clock = clock
         self._last_sync = clock()
         self.pair_threshold = pair_threshold
+        self.stores_unknowns = stores_unknowns  # False: the caller calls store_unknowns itself
         self._older: dict[str, tuple[GalleryIndex, float]] = {}  # galleries switched away from, by version
         self._said: dict[tuple[str, int], tuple[str, str | None]] = {}  # (stream, track) -> (model, identity)
 
@@ -198,13 +201,18 @@ class MatchStage(Stage):
         self._said[key] = (decision.model_version, identity)
         if match is not None:
             self.recorder.observe("match_distance", distance)
-        if identity is None and decision.revision == 0:
-            self._store_unknown(matched)
+        if self.stores_unknowns:
+            self.store_unknowns([matched])
         return matched
 
-    def _store_unknown(self, decision: Decision) -> None:
-        if self.store is None or decision.embedding is None:
-            return
+    def store_unknowns(self, decisions: Sequence[Decision]) -> None:
+        """Store the unknown revision-0 decisions for clustering (when a store was given)."""
+        for d in decisions:
+            if self.store is not None and d.embedding is not None and d.identity is None and d.revision == 0:
+                self._store_unknown(self.store, d, d.embedding)
+
+    @staticmethod
+    def _store_unknown(store: GalleryStore, decision: Decision, embedding: np.ndarray) -> None:
         meta = {
             "stream_id": decision.stream_id,
             "track_id": decision.track_id,
@@ -215,7 +223,7 @@ class MatchStage(Stage):
             "time": time.time(),
         }
         try:
-            self.store.add_unknown(decision.embedding, decision.model_version, meta)
+            store.add_unknown(embedding, decision.model_version, meta)
         except GalleryError as exc:  # best effort: the decision itself still goes out
             log.warning(
                 "unknown face of %s track %d not stored: %s", decision.stream_id, decision.track_id, exc

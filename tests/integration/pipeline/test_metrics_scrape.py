@@ -40,8 +40,8 @@ class Counting(Sink):
 
     name = "counting"
 
-    def _write(self, decisions: list[Decision]) -> int:
-        return len(decisions)
+    def _write(self, decisions: list[Decision]) -> list[Decision]:
+        return decisions
 
 
 def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

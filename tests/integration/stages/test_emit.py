@@ -19,7 +19,7 @@ from redis.retry import Retry as RedisRetry
 from streamproc.errors import ConfigError, GalleryError, GalleryUnavailable
 from streamproc.retry import ConstantBackoff, Retry
 from streamproc.stages.config import EmitConfig
-from streamproc.stages.emit import EmitStage, JsonLinesSink, RedisStreamSink
+from streamproc.stages.emit import EmitStage, JsonLinesSink, MemorySink, RedisStreamSink
 from streamproc.types import Decision, FrameBatch
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -92,10 +92,10 @@ def entries(client: redis.Redis) -> list[dict[str, str]]:
 def test_the_same_decision_twice_is_one_stream_entry(redis_server: redis.Redis) -> None:
     sink = RedisStreamSink(redis_server, STREAM, retry=no_wait_retry(3), dedupe_ttl_s=60)
     d = make_decision()
-    assert sink.write([d]) == 1
-    assert sink.write([d]) == 0
+    assert len(sink.write([d])) == 1
+    assert len(sink.write([d])) == 0
     restarted = RedisStreamSink(redis_server, STREAM, retry=no_wait_retry(3), dedupe_ttl_s=60)
-    assert restarted.write([d, make_decision(revision=1)]) == 1  # only the update is new
+    assert len(restarted.write([d, make_decision(revision=1)])) == 1  # only the update is new
     (first, second) = entries(redis_server)
     assert first["event_id"] == d.event_id and first["kind"] == "decision" and first["stream_id"] == "cam"
     assert json.loads(first["event"]) == d.to_event()
@@ -104,10 +104,31 @@ def test_the_same_decision_twice_is_one_stream_entry(redis_server: redis.Redis) 
 
 
 @pytest.mark.integration
+def test_a_replayed_batch_goes_out_once_at_the_sinks(redis_server: redis.Redis, tmp_path: Path) -> None:
+    """A restarted stream actor replays its file: the same decisions reach the emit stage again,
+    and nothing upstream drops them. Every sink writes each event once, and ``write`` reports
+    only the update that is new, so the run summary counts each decision once."""
+    path = tmp_path / "events.jsonl"
+    memory = MemorySink()
+    sinks = [JsonLinesSink(path), RedisStreamSink(redis_server, STREAM, retry=no_wait_retry(3)), memory]
+    stage = EmitStage(sinks)
+    first = [make_decision(track_id=1), make_decision(track_id=2, identity=None)]
+    assert stage.write(first) == first
+    replay = [*first, make_decision(track_id=1, revision=1)]
+    assert stage.write(replay) == replay[2:]
+    stage.close()
+    ids = [d.event_id for d in replay]
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == ids
+    assert [e["event_id"] for e in entries(redis_server)] == ids
+    assert [d.event_id for _, d in memory.seen] == ids
+    assert stage.written == [3, 3, 3]
+
+
+@pytest.mark.integration
 def test_repeats_within_one_call_are_written_once(redis_server: redis.Redis) -> None:
     sink = RedisStreamSink(redis_server, STREAM, retry=no_wait_retry(3))
     batch = [make_decision(track_id=t) for t in (1, 2, 1, 3, 2)]
-    assert sink.write(batch) == 3
+    assert len(sink.write(batch)) == 3
     assert [e["event_id"] for e in entries(redis_server)] == [
         make_decision(track_id=t).event_id for t in (1, 2, 3)
     ]
@@ -122,14 +143,14 @@ def test_a_failed_xadd_leaves_no_dedupe_marker(redis_server: redis.Redis) -> Non
         sink.write([d])
     assert not redis_server.exists(sink.dedupe_key(d.event_id))
     redis_server.delete(STREAM)
-    assert sink.write([d]) == 1  # the event was not lost
+    assert len(sink.write([d])) == 1  # the event was not lost
 
 
 @pytest.mark.integration
 def test_unreachable_redis_is_retried_then_gallery_unavailable(redis_server: redis.Redis) -> None:
     slept: list[float] = []
     sink = RedisStreamSink(redis_server, STREAM, retry=no_wait_retry(4, slept))
-    assert sink.write([make_decision(track_id=1)]) == 1
+    assert len(sink.write([make_decision(track_id=1)])) == 1
     redis_server.shutdown(nosave=True)
     with pytest.raises(GalleryUnavailable, match="unreachable"):
         sink.write([make_decision(track_id=2)])
@@ -140,8 +161,8 @@ def test_json_lines_one_line_per_event(tmp_path: Path) -> None:
     path = tmp_path / "out" / "events.jsonl"
     sink = JsonLinesSink(path)
     a, b = make_decision(track_id=1), make_decision(track_id=2, identity=None)
-    assert sink.write([a, b, a]) == 2
-    assert sink.write([b, make_decision(track_id=1, revision=1)]) == 1
+    assert len(sink.write([a, b, a])) == 2
+    assert len(sink.write([b, make_decision(track_id=1, revision=1)])) == 1
     sink.close()
     lines = path.read_text().splitlines()
     assert [json.loads(line) for line in lines] == [

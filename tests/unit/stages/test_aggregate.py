@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from streamproc.stages.aggregate import AggregateStage
 from streamproc.stages.config import AggregateConfig
+from streamproc.stages.emit import MemorySink
 from streamproc.types import Decision, Faces, FrameBatch
 
 DIM = 8
@@ -166,7 +167,9 @@ def keys(decisions: Sequence[Decision]) -> list[tuple[str, int, str, int]]:
     return [(d.stream_id, d.track_id, d.model_version, d.revision) for d in decisions]
 
 
-def test_each_revision_exactly_once() -> None:
+def test_each_revision_once_at_the_sink() -> None:
+    """After a rollback a track yields ``(v1, 0)`` again: the same event id, which the sink drops
+    (the aggregate stage keeps no record of what went out)."""
     emb = unit_rows(36, seed=4)
     stage = AggregateStage(AggregateConfig(n_frames=4, min_frames=2))
     out: list[Decision] = []
@@ -176,8 +179,9 @@ def test_each_revision_exactly_once() -> None:
     out += stage(make_batch(Faces.empty(), closed=[0, 1, 0])).decisions  # a repeated closure
     out += stage(make_batch(make_faces([0], emb[:1]), closed=[0])).decisions  # a closed track's late face
     out += stage(make_batch(Faces.empty(), eos=True)).decisions
-    assert len(keys(out)) == len(set(keys(out)))
-    assert sorted(set(keys(out))) == [("cam", t, v, r) for t in (0, 1) for v in ("v1", "v2") for r in (0, 1)]
+    written = MemorySink().write(out)
+    assert len(keys(written)) == len(set(keys(written))) < len(out)
+    assert sorted(keys(written)) == [("cam", t, v, r) for t in (0, 1) for v in ("v1", "v2") for r in (0, 1)]
 
 
 def test_end_of_stream_closes_tracks_and_a_replay_repeats_the_decisions() -> None:
