@@ -1,4 +1,4 @@
-"""What the local and the Ray runner share: their inputs, ``stop()``, and the outlet they feed.
+"""What the local and the Ray runner share: their inputs, ``stop()``, the outlet they feed and its controller.
 
 Example:
     >>> class Dry(Runner):
@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from streamproc.annotate import Annotator
 from streamproc.config import Config
@@ -18,6 +18,7 @@ from streamproc.gallery.index import GalleryIndex
 from streamproc.metrics import NullRecorder, Recorder
 from streamproc.models.checkpoint import ModelCard
 from streamproc.runtime.chain import check_sources
+from streamproc.runtime.control import Controller, Serving
 from streamproc.runtime.outlet import Outlet
 from streamproc.stages.emit import Sink
 
@@ -61,3 +62,7 @@ class Runner:
             index=self._index,
             annotator=self.annotator,
         )
+
+    def _controller(self, outlet: Outlet, on_model: Callable[[Serving], None]) -> Controller:
+        """The run's control plane (upgrades, gallery switches, retention), started on its timer."""
+        return Controller(self.config, outlet, on_model).start()

@@ -24,6 +24,7 @@ from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 from streamproc.metrics import Recorder
 from streamproc.runtime.chain import Back, Front, Read
 from streamproc.runtime.config import RuntimeConfig
+from streamproc.runtime.control import Controller, Serving
 from streamproc.runtime.outlet import Outlet
 from streamproc.types import Faces
 
@@ -141,11 +142,12 @@ class Loop:
         pools: Pools,
         streams: dict[str, StreamBook],
         duration_s: float | None,
+        control: Controller,
     ):
         self.rt = runtime
         self.recorder = recorder
         self.stop = stop
-        self.outlet = outlet
+        self.outlet, self.control = outlet, control
         self.pools = pools
         self.streams = streams
         self.pending: dict[Any, _Call] = {}
@@ -349,12 +351,15 @@ class Loop:
 
     # --- rolling model upgrades -----------------------------------------------------------------------
     def _upgrade(self) -> None:
-        """Start the embedders of a newly promoted model; kill old ones once drained."""
+        """Kill old embedders once drained; let the controller switch what it has prepared."""
         for actor in self.pools.retire_drained():
             log.info("rolling upgrade: a drained embedding actor stops")
             ray.kill(actor)
-        serving = self.outlet.poll_control()
-        if serving is None or self.pools.start_embedders is None:
+        self.control.apply()
+
+    def start_upgrade(self, serving: Serving) -> None:
+        """Start the embedders of a newly promoted model (the controller's ``on_model``)."""
+        if self.pools.start_embedders is None:
             return
         if any(c.kind == "ready" for c in self.pending.values()):
             log.warning("rolling upgrade to %s waits: another one is starting", serving.version)
@@ -373,5 +378,5 @@ class Loop:
             ray.kill(actor)
             return
         self.pools.add_embedders([actor], got_version)
-        self.outlet.model_in_service(got_version)
+        self.control.model_in_service(got_version)
         log.info("rolling upgrade: %s embedding actor serving; the old ones drain", got_version)

@@ -33,6 +33,7 @@ from streamproc.metrics import Recorder
 from streamproc.models.embedder import Embedder
 from streamproc.runtime.base import Runner
 from streamproc.runtime.chain import Front, RunSummary, StreamChain
+from streamproc.runtime.control import Serving
 from streamproc.runtime.outlet import Outlet
 from streamproc.sources.source import VideoSource
 from streamproc.stages.aggregate import AggregateStage
@@ -89,6 +90,7 @@ class LocalRunner(Runner):
             )
             for s in cfg.sources
         ]
+        self.control = self._controller(outlet, self._swap_model)
         started = time.monotonic()
         outlet.start_clock()
         deadline = None if duration_s is None else started + duration_s
@@ -113,6 +115,7 @@ class LocalRunner(Runner):
             return outlet.summary(self.name, time.monotonic() - started)
         finally:
             done.set()
+            self.control.close()
             for chain in chains:
                 chain.close()
             outlet.close()
@@ -132,10 +135,7 @@ class LocalRunner(Runner):
 
     def _round(self, chains: list[StreamChain], outlet: Outlet, stop: bool) -> list[StreamChain]:
         """One batch of every open stream; returns the streams still open."""
-        serving = outlet.poll_control()
-        if serving is not None:  # a rolling upgrade: in-process, the next batch uses the new model
-            self.embedder = Embedder(self.config.embedder.model_copy(update={"model": serving.model}))
-            outlet.model_in_service(self.embedder.version)
+        self.control.apply()
         fronts: list[tuple[StreamChain, Front, Crops]] = []
         for chain in chains:
             front, crops = chain.front(stop=stop)
@@ -150,6 +150,11 @@ class LocalRunner(Runner):
             else:
                 still_open.append(chain)
         return still_open
+
+    def _swap_model(self, serving: Serving) -> None:
+        """A rolling upgrade: in-process, the next batch uses the new model."""
+        self.embedder = Embedder(self.config.embedder.model_copy(update={"model": serving.model}))
+        self.control.model_in_service(self.embedder.version)
 
     def _embed(self, parts: list[Crops], outlet: Outlet) -> list[np.ndarray]:
         """Embed the crops of several batches in one call; one array per batch."""

@@ -26,18 +26,16 @@ from collections.abc import Sequence
 from streamproc import env
 from streamproc.annotate import Annotator
 from streamproc.config import Config
-from streamproc.errors import GalleryError
 from streamproc.gallery import policy
 from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.embedded import connect
 from streamproc.gallery.index import GalleryIndex, index_options
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.metrics import NullRecorder, Recorder
-from streamproc.models import compat, registry
+from streamproc.models import compat
 from streamproc.models.checkpoint import ModelCard
 from streamproc.retry import server_retry
 from streamproc.runtime.chain import Back, Front, RunSummary, StreamSummary
-from streamproc.runtime.control import ModelControl, Serving
 from streamproc.sources.config import SourceConfig
 from streamproc.stages.emit import EmitStage, Sink
 from streamproc.stages.match import MatchStage
@@ -46,7 +44,6 @@ from streamproc.types import Decision
 log = logging.getLogger(__name__)
 ALL_STREAMS = "*"  # stream label of work shared by streams (the embedding pool)
 DECISIONS_KEPT = 100_000  # the latest decisions the run summary lists (85 MB when full, measured)
-RETENTION_CHECK_S = 60.0  # how often a run erases unknown faces past gallery.unknown_retention_s
 STREAM_COUNTERS = (  # counters with only a stream label, exposed at 0 from the start of a run
     "frames_in_total",
     "frames_decoded_total",
@@ -84,7 +81,7 @@ class Outlet:
                 store = RedisGalleryStore.from_config(config.gallery)
                 self._owned_store = True
             index = GalleryIndex.load(store, card.version, **index_options(config.gallery))
-        self.store, self.index = store, index
+        self.store = store
         resolved = policy.for_gallery(config.gallery, card, card.version, len(index), store)
         self.threshold = resolved.value
         self.match = MatchStage(
@@ -96,9 +93,6 @@ class Outlet:
             pair_threshold=compat.threshold,
             stores_unknowns=False,  # only the first time a decision goes out (below)
         )
-        self.control = ModelControl(store) if isinstance(store, RedisGalleryStore) else None
-        self.serving = Serving(config.embedder.model, card.version, index.model_version)
-        self._last_poll = self._last_expiry = -float("inf")
         redis_client = None
         if config.emit.redis_stream is not None:
             redis_client = connect(config.gallery.url or env.redis_url(), config.gallery.embedded_dir)
@@ -219,60 +213,6 @@ class Outlet:
         if back.end_of_stream:
             summary.wall_s = time.monotonic() - self._started[sid]
         return kept
-
-    def poll_control(self) -> Serving | None:
-        """Every ``gallery_sync_s``: read the serving record; switch the gallery index when its
-        version changed; return the record when it names another embedding model than ours."""
-        now = time.monotonic()
-        self._expire_unknowns(now)
-        if self.control is None or now - self._last_poll < self.config.runtime.gallery_sync_s:
-            return None
-        self._last_poll = now
-        try:
-            serving = self.control.get()
-        except GalleryError as exc:
-            log.warning("serving model unknown (%s); keeping %s", exc, self.serving.model)
-            return None
-        if serving is None or serving.epoch == self.serving.epoch:
-            return None
-        if serving.gallery != self.match.index.model_version:
-            self._switch_gallery(serving.gallery)
-        changed = serving.model != self.serving.model
-        self.serving = serving
-        return serving if changed else None
-
-    def _expire_unknowns(self, now: float) -> None:
-        """Every ``RETENTION_CHECK_S``: erase unknown faces older than ``gallery.unknown_retention_s``."""
-        keep = self.config.gallery.unknown_retention_s
-        if keep is None or self.store is None or now - self._last_expiry < RETENTION_CHECK_S:
-            return
-        self._last_expiry = now
-        try:
-            gone = self.store.forget_unknowns(keep)
-        except GalleryError as exc:
-            log.warning("unknown faces past their retention not erased yet: %s", exc)
-            return
-        if gone:
-            log.info("erased %d unknown faces older than %gs (gallery.unknown_retention_s)", gone, keep)
-
-    def _switch_gallery(self, version: str) -> None:
-        assert self.store is not None
-        g = self.config.gallery
-        index = GalleryIndex.load(self.store, version, **index_options(g))
-        card = registry.peek_card(registry.name_for(version))
-        resolved = policy.for_gallery(g, card, version, len(index), self.store)
-        self.match.switch_index(index, resolved.value)
-        self.index = index
-        self.recorder.gauge("gallery_size", len(index), model_version=version)
-        log.info(
-            "gallery switched to %s: %d identities, threshold %s", version, len(index), resolved.describe()
-        )
-
-    def model_in_service(self, version: str) -> None:
-        """The embedder now serving (after a rolling swap), for the metrics."""
-        self.recorder.gauge("model_info", 0, model_version=self.card.version, role="embedder")
-        self.card = registry.peek_card(registry.name_for(version))
-        self.recorder.gauge("model_info", 1, model_version=version, role="embedder")
 
     def _gauge_between(self) -> None:
         """Batches whose front record came and whose back has not (being embedded or aggregated),

@@ -14,16 +14,16 @@ Design::
   (``detector_cpus`` each) detects instead: the driver sends each batch's picked frames (object
   store, actor to actor) to the least loaded one, so the batches of one large stream are detected
   in parallel, and returns the faces to the stream actor in batch order for tracking.
-  A restarted stream actor starts its source over: a file replays (the same event ids, dropped by
-  the sinks and by the driver), a camera reconnects.
+  A restarted stream actor starts its source over: a file replays (the same event ids, which the
+  sinks drop), a camera reconnects.
 * **A pool of ``runtime.embedders`` embedding actors** (``embedder_cpus`` CPUs each, torch threads
   = that; ``num_gpus=1`` each when the cluster has GPUs and ``gpus_per_embedder`` is -1). Each merges
   the crops of every stream's requests into calls of up to ``embed_batch`` crops, waiting at most
   ``embed_max_wait_ms``. Crops go from stream actor to embedding actor through the object store;
   the driver only sees the small records and the embeddings (128 floats a face).
 * **The driver** matches against the in-memory ``GalleryIndex`` (synced from the store every
-  ``gallery_sync_s``) and emits through the sinks, all in one process, so each event is written
-  once; ``Outlet`` is the same code the local runner uses.
+  ``gallery_sync_s``) and emits through the sinks, which drop repeated event ids; ``Outlet`` and
+  its ``Controller`` (upgrades, gallery switches, retention) are the same code the local runner uses.
 * **Backpressure**: a stream has at most ``runtime.max_in_flight`` batches between ``front`` and
   the end of its ``back``; the driver asks for the next batch only below that. A file's reader
   thread then waits (``block`` policy); a live source keeps decoding and its queue drops the oldest
@@ -64,6 +64,7 @@ from streamproc.retry import ExponentialBackoff, Retry
 from streamproc.runtime.base import Runner
 from streamproc.runtime.chain import RunSummary
 from streamproc.runtime.config import RuntimeConfig
+from streamproc.runtime.control import Controller
 from streamproc.runtime.driver import Loop, Pools, StreamBook
 from streamproc.runtime.outlet import Outlet
 from streamproc.runtime.ray_actors import DetectActor, EmbedActor, StreamActor
@@ -191,15 +192,22 @@ class RayRunner(Runner):
         started_ray = connect(self.config.runtime)
         actors: list[Any] = []
         outlet: Outlet | None = None
+        control: Controller | None = None
         try:
             card = registry.card(self.config.embedder.model)
             outlet = self._outlet(card)
             pools, streams = self._start(card.version, card.embedding_dim, actors)
+            control = self._controller(outlet, on_model=lambda serving: loop.start_upgrade(serving))
+            loop = Loop(
+                self.config.runtime, self.recorder, self._stop, outlet, pools, streams, duration_s, control
+            )
             started = time.monotonic()
             outlet.start_clock()
-            Loop(self.config.runtime, self.recorder, self._stop, outlet, pools, streams, duration_s).run()
+            loop.run()
             return outlet.summary(self.name, time.monotonic() - started)
         finally:
+            if control is not None:
+                control.close()
             for actor in actors:
                 ray.kill(actor)
             if outlet is not None:

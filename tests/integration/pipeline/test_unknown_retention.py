@@ -14,6 +14,7 @@ from streamproc.cli import main
 from streamproc.gallery.embedded import connect
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.models import registry
+from streamproc.runtime.control import Controller
 from streamproc.runtime.outlet import Outlet
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ def test_a_run_erases_unknown_faces_past_their_retention(gallery: Any, make_conf
     )
     outlet = Outlet(config, card, sources=config.sources, store=store)
     try:
-        outlet.poll_control()  # what both runners call between batches
+        Controller(config, outlet).check()  # what the controller's timer runs
         assert len(store.unknowns(card.version).ids) == 1
     finally:
         outlet.close()
