@@ -5,7 +5,8 @@ a detector pool: ``read`` -> ``detect`` -> ``track`` (handled like a front) -> `
 ``track`` and ``back`` are submitted in batch order only; at most ``runtime.max_in_flight`` batches
 of a stream are between their first call and the end of their ``back``. The loop waits with
 ``ray.wait`` on the outstanding calls (a bounded set) and never more than ``WAIT_S`` at a time, so
-stop requests are seen promptly.
+stop requests are seen promptly. Ray is reached through ``Calls`` only, so a test drives the loop
+with in-process fake actors (``tests/unit/runtime/test_driver.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,22 @@ from streamproc.types import Faces
 
 log = logging.getLogger(__name__)
 WAIT_S = 0.25  # longest the driver sleeps in ray.wait before looking at stop requests
+
+
+def ray_ready(refs: list[Any], timeout: float) -> list[Any]:
+    """The refs among ``refs`` that are done, after waiting up to ``timeout`` for the first."""
+    first, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+    return ray.wait(refs, num_returns=len(refs), timeout=0)[0] if first else []
+
+
+@dataclass(frozen=True)
+class Calls:
+    """How the loop reaches the actors (``actor.method.remote(...)`` gives refs): Ray by default;
+    a test puts in-process fake actors behind its own ``ready``, ``get`` and ``kill``."""
+
+    ready: Callable[[list[Any], float], list[Any]] = ray_ready
+    get: Callable[[Any], Any] = ray.get
+    kill: Callable[[Any], None] = ray.kill
 
 
 @dataclass
@@ -143,11 +160,12 @@ class Loop:
         streams: dict[str, StreamBook],
         duration_s: float | None,
         control: Controller,
+        calls: Calls = Calls(),
     ):
         self.rt = runtime
         self.recorder = recorder
         self.stop = stop
-        self.outlet, self.control = outlet, control
+        self.outlet, self.control, self.calls = outlet, control, calls
         self.pools = pools
         self.streams = streams
         self.pending: dict[Any, _Call] = {}
@@ -184,11 +202,7 @@ class Loop:
         rec.gauge("queue_depth", sum(len(s.ready) for s in self.streams.values()), stage="back")
         if not self.pending:
             return
-        refs = list(self.pending)
-        first, _ = ray.wait(refs, num_returns=1, timeout=WAIT_S)
-        if not first:
-            return
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        ready = self.calls.ready(list(self.pending), WAIT_S)
         calls = sorted(((self.pending.pop(r), r) for r in ready), key=lambda c: (_ORDER[c[0].kind], c[0].seq))
         for call, ref in calls:
             self._handle(call, ref)
@@ -213,7 +227,7 @@ class Loop:
                 s.stopping = True
             elif not s.done and now - self.stop_at > self.rt.stop_grace_s:
                 log.warning("stream %s did not stop within %.0fs: killing it", s.sid, self.rt.stop_grace_s)
-                ray.kill(s.actor)
+                self.calls.kill(s.actor)
                 self._finish(s, f"did not stop within {self.rt.stop_grace_s:g}s after the stop request")
 
     def _probe(self, s: StreamBook) -> None:
@@ -265,7 +279,7 @@ class Loop:
         elif call.kind == "detect":
             self.pools.detect_load[call.worker] -= 1
         try:
-            value = ray.get(ref)
+            value = self.calls.get(ref)
         except RayActorError as exc:
             if call.kind == "probe" and not isinstance(exc, ActorDiedError):
                 s.probe_at = time.monotonic() + PROBE_S  # still restarting
@@ -278,7 +292,7 @@ class Loop:
             if call.kind == "embed":
                 raise
             if call.epoch == s.epoch and not s.done:  # a bug or a model failure on this stream
-                ray.kill(s.actor)
+                self.calls.kill(s.actor)
                 cause = getattr(exc, "cause", None) or exc
                 self._finish(s, f"{type(cause).__name__}: {cause}")
             return
@@ -354,7 +368,7 @@ class Loop:
         """Kill old embedders once drained; let the controller switch what it has prepared."""
         for actor in self.pools.retire_drained():
             log.info("rolling upgrade: a drained embedding actor stops")
-            ray.kill(actor)
+            self.calls.kill(actor)
         self.control.apply()
 
     def start_upgrade(self, serving: Serving) -> None:
@@ -372,10 +386,10 @@ class Loop:
     def _on_ready(self, call: _Call, ref: Any) -> None:
         actor, version = call.data
         try:
-            got_version, _ = ray.get(ref)
+            got_version, _ = self.calls.get(ref)
         except (RayActorError, RayTaskError) as exc:
             log.error("rolling upgrade to %s failed, staying on the old model: %s", version, exc)
-            ray.kill(actor)
+            self.calls.kill(actor)
             return
         self.pools.add_embedders([actor], got_version)
         self.control.model_in_service(got_version)

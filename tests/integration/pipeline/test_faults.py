@@ -213,7 +213,7 @@ class OutageSink(RedisStreamSink):
         self.server.start()
         self.restarted_at = time.monotonic()
 
-    def _write(self, decisions: list[Decision]) -> int:
+    def _write(self, decisions: list[Decision]) -> list[Decision]:
         self.writes += 1
         if self.writes == 2:
             self.server.stop()

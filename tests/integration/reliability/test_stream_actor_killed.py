@@ -3,9 +3,9 @@ over, and no event goes out twice.
 
 The run's only stream actor is killed when the first events reach the sinks. ``runtime.max_restarts=1``
 lets Ray restart it once. The expected outcome: the stream ends normally, every person shown is
-named, and every event id reaches every sink once - also a sink that remembers nothing (like the
-``run`` command's printed lines), not only the JSON-lines sink that drops repeats itself. The time
-from the kill to the restarted actor answering is printed and attached as a property.
+named, and every event id is written once by every sink (the sinks are where the replayed file's
+repeats are dropped: nothing upstream drops them). The time from the kill to the restarted actor
+answering is printed and attached as a property.
 
 The same kill on a live RTSP source (the demo video looped by the real GStreamer server): the stream
 goes on, and the tracks after the restart are numbered on from those before it.
@@ -39,8 +39,7 @@ LIVE_RUN_S = 25.0  # the demo video loops on the RTSP server about 5 times
 
 
 class KillOnFirstWrite(MemorySink):
-    """Keeps every decision it is handed, repeats included; kills the stream actor after its first
-    write and times how long a new process takes to answer in its place."""
+    """A ``MemorySink`` that kills the stream actor after its first write and times how long a new process takes to answer in its place."""
 
     def __init__(self, loops: list[Loop], stream_id: str) -> None:
         super().__init__()
@@ -51,7 +50,7 @@ class KillOnFirstWrite(MemorySink):
         self.run_over = threading.Event()
         self.watcher = threading.Thread(target=self._wait_back, daemon=True)
 
-    def _write(self, decisions: list[Decision]) -> int:
+    def _write(self, decisions: list[Decision]) -> list[Decision]:
         written = super()._write(decisions)
         if self.killed_at is None:
             self.killed_pid = self._pid(timeout=30)
@@ -123,7 +122,7 @@ def test_stream_actor_killed_mid_run(
     print(
         f"\nstream actor killed {sink.killed_at - started:.1f}s into the run; restarted actor answered "
         f"after {restart_s}s; run {wall:.1f}s, error={stream.error}; frames {stream.frames}; "
-        f"decisions {len(summary.decisions)}; handed to the recording sink {len(sink.seen)} "
+        f"decisions {len(summary.decisions)}; written by the recording sink {len(sink.seen)} "
         f"({len(repeats)} ids more than once); events.jsonl {len(file_ids)} lines "
         f"({len(file_ids) - len(set(file_ids))} repeated)"
     )
@@ -133,7 +132,7 @@ def test_stream_actor_killed_mid_run(
     assert wall < RUN_LIMIT_S - 5, "the run only ended at its time limit"
     assert {d.identity for d in summary.decisions if d.identity} == demo_people
     assert len(file_ids) == len(set(file_ids)) == len(summary.decisions)
-    assert not repeats, f"event ids handed to a sink more than once: {repeats}"
+    assert not repeats, f"event ids written by a sink more than once: {repeats}"
 
 
 def test_live_stream_actor_killed_goes_on_with_new_track_ids(
