@@ -199,14 +199,9 @@ class _Read:
 
 
 class StreamChain:
-    """One stream's source and its detect/track/aggregate stages, split around the models.
-
-    Phases per batch, in ``seq`` order for each phase: ``read`` (decode; the frames the schedule
-    picks for detection leave), ``track(seq, faces)`` (the detector's faces for those frames come
-    back; detect stage, tracker, crops leave) and ``back(seq, embeddings)`` (aggregate).
-    ``front()`` is ``read`` + the chain's own ``detector`` + ``track`` in one call. ``track`` and
-    ``aggregate`` stages may be shared with other chains (they key their state by stream id).
-    """
+    """One stream's source and its detect/track/aggregate stages, split around the models (the
+    phases: module docstring). ``track`` and ``aggregate`` stages may be shared with other chains
+    (they key their state by stream id)."""
 
     def __init__(
         self,

@@ -121,17 +121,10 @@ class Placement:
     embedder_gpus: float
     detector_cpus: float = 0.0
 
-    @property
-    def stream_threads(self) -> int:
-        return max(1, int(self.stream_cpus))
 
-    @property
-    def embedder_threads(self) -> int:
-        return max(1, int(self.embedder_cpus))
-
-    @property
-    def detector_threads(self) -> int:
-        return max(1, int(self.detector_cpus))
+def threads(cpus: float) -> int:
+    """The torch / OpenCV threads of an actor that reserved ``cpus``."""
+    return max(1, int(cpus))
 
 
 def plan(runtime: RuntimeConfig, n_streams: int, cpus: float, gpus: float) -> Placement:
@@ -227,22 +220,29 @@ class RayRunner(Runner):
         # (ActorDiedError after max_restarts). A bounded count would be spent while a dead node is
         # not yet detected: every retry meets "actor temporarily unavailable" at once.
         retried = {"max_restarts": rt.max_restarts, "max_task_retries": -1}
-        embedders = [
-            EmbedActor.options(  # type: ignore[attr-defined]
-                num_cpus=placement.embedder_cpus,
-                num_gpus=placement.embedder_gpus,
-                resources=rt.embedder_resources,
-                **retried,
-            ).remote(emb_cfg, placement.embedder_threads, rt.embed_batch, rt.embed_max_wait_ms)
-            for _ in range(rt.embedders)
-        ]
+
+        def start_embedders(model: str | None = None, cpus: float = placement.embedder_cpus) -> list[Any]:
+            cfg = emb_cfg if model is None else emb_cfg.model_copy(update={"model": model})
+            new = [
+                EmbedActor.options(  # type: ignore[attr-defined]
+                    num_cpus=cpus,
+                    num_gpus=placement.embedder_gpus,
+                    resources=rt.embedder_resources,
+                    **retried,
+                ).remote(cfg, threads(placement.embedder_cpus), rt.embed_batch, rt.embed_max_wait_ms)
+                for _ in range(rt.embedders)
+            ]
+            actors.extend(new)  # killed at the end of the run
+            return new
+
+        embedders = start_embedders()
         detectors = [
             DetectActor.options(  # type: ignore[attr-defined]
                 num_cpus=placement.detector_cpus, resources=rt.detector_resources, **retried
-            ).remote(self.config.detector, placement.detector_threads)
+            ).remote(self.config.detector, threads(placement.detector_cpus))
             for _ in range(rt.detectors)
         ]
-        actors.extend(embedders + detectors)
+        actors.extend(detectors)
         streams: dict[str, StreamBook] = {}
         for source in sources:
             actor = StreamActor.options(  # type: ignore[attr-defined]
@@ -250,7 +250,7 @@ class RayRunner(Runner):
                 resources=rt.stream_resources,
                 max_restarts=rt.max_restarts,
                 max_task_retries=0,
-            ).remote(source, self.config, version, dim, placement.stream_threads, not detectors)
+            ).remote(source, self.config, version, dim, threads(placement.stream_cpus), not detectors)
             actors.append(actor)
             streams[source.stream_id] = StreamBook(source.stream_id, actor)
         for got_version, got_dim in ray.get([e.info.remote() for e in embedders]):
@@ -261,35 +261,18 @@ class RayRunner(Runner):
                 )
         ray.get([d.ready.remote() for d in detectors] + [s.actor.ready.remote() for s in streams.values()])
         log.info(
-            "ray: %d stream actor(s) x %.2f CPU, %d embedding actor(s) x %.2f CPU %.2f GPU, "
-            "%d detector actor(s) x %.2f CPU",
-            len(streams),
-            placement.stream_cpus,
-            len(embedders),
-            placement.embedder_cpus,
-            placement.embedder_gpus,
-            len(detectors),
-            placement.detector_cpus,
-        )
+            "ray: %d stream actor(s) x %.2f CPU, %d embedding actor(s) x %.2f CPU %.2f GPU, %d detector "
+            "actor(s) x %.2f CPU", len(streams), placement.stream_cpus, len(embedders),
+            placement.embedder_cpus, placement.embedder_gpus, len(detectors), placement.detector_cpus,
+        )  # fmt: skip
 
-        def start_embedders(model: str) -> list[Any]:
+        def upgrade(model: str) -> list[Any]:
             """New embedding actors for a rolling upgrade; on a full cluster they surge beyond the
             CPU reservations (num_cpus=0, same threads) until the old ones have drained."""
-            cfg = emb_cfg.model_copy(update={"model": model})
             free = float(ray.available_resources().get("CPU", 0.0))
-            cpus = placement.embedder_cpus if free >= placement.embedder_cpus * rt.embedders else 0.0
-            if not cpus:
+            if free < placement.embedder_cpus * rt.embedders:
                 log.warning("rolling upgrade: no free CPUs; new embedding actors surge past reservations")
-            new = [
-                EmbedActor.options(  # type: ignore[attr-defined]
-                    num_cpus=cpus,
-                    num_gpus=placement.embedder_gpus,
-                    resources=rt.embedder_resources,
-                    **retried,
-                ).remote(cfg, placement.embedder_threads, rt.embed_batch, rt.embed_max_wait_ms)
-                for _ in range(rt.embedders)
-            ]
-            actors.extend(new)  # killed at the end of the run like the others
-            return new
+                return start_embedders(model, cpus=0.0)
+            return start_embedders(model)
 
-        return Pools(embedders, detectors, version, start_embedders), streams
+        return Pools(embedders, detectors, version, upgrade), streams

@@ -1,25 +1,14 @@
-"""The Ray actors of the pipeline: one stream actor per source, pools of embedding and detector actors.
+"""The Ray actors of the pipeline (their roles: ``streamproc.runtime.pipeline``); they wrap plain
+classes (``StreamChain``, detectors, ``Embedder``), and nothing outside ``streamproc.runtime`` imports Ray.
 
-Both wrap plain classes (``StreamChain``, ``Embedder``); nothing outside ``streamproc.runtime``
-imports Ray. The driver loop that connects them is ``streamproc.runtime.pipeline.RayRunner``.
-
-* ``StreamActor`` holds one ``StreamChain``: the source's reader thread, detect, track and
-  aggregate, i.e. the per-stream state. ``front()`` returns two objects (``num_returns=2``): the
-  small ``Front`` record for the driver and the crops, which go from this actor to an embedding
-  actor through the object store without passing through the driver. A synchronous actor runs
-  calls from one caller in submission order, which the chain needs (no task retries on it, since
-  retries would break that order; a crashed stream actor is restarted instead). It runs its own
-  detector (``front``), or, with a detector pool, hands out the frames to detect (``read``) and
-  takes the faces back (``track``).
-* ``DetectActor`` holds one face detector. With ``runtime.detectors`` > 0 the driver spreads the
-  detection frames of all streams over this pool, so the batches of one high-resolution stream are
-  detected in parallel (the tracker still sees them in order). Detection is not batched across
-  streams (frames differ in size).
-* ``EmbedActor`` holds one ``Embedder`` and a ``MicroBatcher``: concurrent ``embed`` calls from
-  all streams are merged into one model call of up to ``embed_batch`` crops, waiting at most
-  ``embed_max_wait_ms`` for a batch to fill. One model call runs at a time, in a worker thread, so
-  requests keep queueing (and batching) while the model runs. ``embed`` is idempotent, so Ray
-  retries it on a restarted actor.
+* ``StreamActor``: ``front()`` / ``read()`` / ``track()`` return two objects (``num_returns=2``):
+  the small record for the driver, and the crops or frames, which go to a pool actor through the
+  object store. A synchronous actor runs one caller's calls in submission order, which the chain
+  needs; it gets no task retries (they would break that order): a crashed one is restarted.
+* ``EmbedActor``: a ``MicroBatcher`` merges concurrent ``embed`` calls into model calls of up to
+  ``embed_batch`` crops, waiting at most ``embed_max_wait_ms``; the model runs in a worker thread, so
+  requests keep queueing (and batching) meanwhile. ``embed`` and ``detect`` are idempotent, so Ray
+  retries them on a restarted actor.
 
 Example:
     >>> batcher = MicroBatcher(lambda x: x * 2, max_items=64, max_wait_s=0.02)
