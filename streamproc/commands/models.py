@@ -130,7 +130,7 @@ def _compat(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     from streamproc.gallery.redis_store import RedisGalleryStore
-    from streamproc.runtime.upgrade import promote
+    from streamproc.models.promote import promote
 
     if bool(args.model) == bool(args.rollback):
         raise ConfigError("promote: name one model to promote, or pass --rollback alone")

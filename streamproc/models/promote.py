@@ -4,9 +4,9 @@
 
 1. checks that v2 probes may be matched against the gallery in service (a calibrated harmonic
    pair, ``streamproc.models.compat``): otherwise it refuses, and nothing changes;
-2. writes the ``Serving`` record (``control.py``): running pipelines start v2 embedding actors,
-   shift new work to them and drain the v1 ones; v2 probes are matched against the v1 gallery
-   through the pair threshold;
+2. writes the ``Serving`` record (``streamproc.runtime.control``): running pipelines start v2
+   embedding actors, shift new work to them and drain the v1 ones; v2 probes are matched against
+   the v1 gallery through the pair threshold;
 3. re-embeds every identity's retained enrollment crops with v2 into the gallery's v2 namespace
    (MTCNN finds the landmarks again inside each crop, for models that warp by them), in batches
    across identities; a re-run after a crash skips identities whose v2 rows match their crops;

@@ -12,7 +12,7 @@ from streamproc.config import load_config
 from streamproc.eval.compat import crop_images
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.models import registry
-from streamproc.runtime.upgrade import reembed
+from streamproc.models.promote import reembed
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,8 @@ from streamproc.faces import FacePipeline, read_image
 from streamproc.gallery.embedded import connect
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.models import compat, registry
+from streamproc.models.promote import promote
 from streamproc.runtime.pipeline import RayRunner
-from streamproc.runtime.upgrade import promote
 from streamproc.stages.emit import MemorySink
 from streamproc.training.fit_model import fit_compatible_model, pick_people
 from streamproc.training.heads import HeadRecipe
