@@ -1,4 +1,5 @@
-"""The gallery: identities and embeddings in Redis (or ``MemoryGalleryStore`` for tests), searched by an in-memory exact k-NN index per replica.
+"""The gallery: identities and embeddings in Redis (``MemoryGalleryStore``: in this process, for tests),
+searched by an in-memory exact k-NN index per replica.
 
 Names are re-exported lazily, so ``import streamproc.gallery.quantize`` does not pull in redis or scipy.
 """
