@@ -89,6 +89,24 @@ def test_a_command_module_that_fails_to_import_is_an_error(monkeypatch: pytest.M
         build_parser()
 
 
+def commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every leaf command of the CLI by its full name, e.g. ``"models fetch"``."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {prefix.strip(): parser}
+    return {k: v for name, p in subs[0].choices.items() for k, v in commands(p, f"{prefix} {name}").items()}
+
+
+def test_every_command_but_the_model_listings_takes_config_and_set() -> None:
+    """What the README says under "The command line"."""
+    found = commands(build_parser())
+    without = {
+        name for name, p in found.items() if not {"--config", "--set"} <= set(p._option_string_actions)
+    }
+    assert without == {"models fetch", "models info", "models list", "models compat"}
+    assert {"run", "demo", "enroll", "train", "gallery search", "models promote"} <= set(found)
+
+
 def test_models_fetch_and_list(
     capsys: pytest.CaptureFixture[str], facenet_keras_h5: Path, mtcnn_weights_dir: Path
 ) -> None:
