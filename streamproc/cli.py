@@ -2,7 +2,9 @@
 
 Each group lives in ``streamproc/commands/<group>.py`` and exposes ``register(subparsers)``;
 a command's handler takes the parsed ``argparse.Namespace`` and returns an exit code.
-User mistakes (any ``StreamprocError``) print one message and exit non-zero, never a traceback.
+User mistakes (any ``StreamprocError``) print one message and exit 2, never a traceback. Any other
+exception is a bug: it is logged with its traceback and the exit code is 1. A command module that
+fails to import is a bug too: its import error ends the program rather than leaving a smaller CLI.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 
 from streamproc.errors import StreamprocError
 
+log = logging.getLogger("streamproc")
 GROUPS = ("models", "eval", "demo", "enroll", "gallery", "run", "train")
 
 
@@ -23,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     for group in GROUPS:
-        try:
-            module = importlib.import_module(f"streamproc.commands.{group}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"streamproc.commands.{group}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"streamproc.commands.{group}").register(sub)
     return parser
 
 
@@ -50,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        log.exception("internal error (a bug in streamproc, not in your input or config)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -187,6 +187,18 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+SHIPPED = Path(__file__).resolve().parent / "configs"  # in a checkout, configs/ links here
+
+
+def shipped_or_given(path: Path) -> Path:
+    """``configs/...`` names a shipped config (``streamproc/configs/...``, in the wheel too) when there
+    is no such file here, so ``--config configs/train/finetune-irv1.yaml`` works from any folder."""
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("configs",):
+        return path
+    shipped = SHIPPED.joinpath(*path.parts[1:])
+    return shipped if shipped.is_file() else path
+
+
 def load_validated(
     model: type[SectionT],
     path: str | Path | None,
@@ -197,7 +209,7 @@ def load_validated(
     """Read a YAML file (or defaults when None), apply ``key.path=value`` overrides, validate as ``model``."""
     tree: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        p = shipped_or_given(Path(path))
         if p.is_dir():
             raise ConfigError(f"{what} path {p} is a directory, not a {what} file")
         if not p.is_file():

@@ -9,13 +9,15 @@
     +-- SourceError                 a video source failed            (retryable flag)
     |   +-- SourceDisconnected      stream dropped or stalled        (retryable)
     |   +-- DecodeError             bytes are not decodable video    (not retryable)
-    +-- StageError                  a pipeline stage failed; carries stage/stream/pts
     +-- GalleryError                gallery problems
         +-- GalleryUnavailable      the store cannot be reached      (retryable)
         +-- UnknownIdentity         the named identity does not exist (not retryable)
         +-- IncompatibleModels      probe and gallery versions cannot be compared
 
-Every message says what went wrong and, where a user can act, what to do.
+Every message says what went wrong and, where a user can act, what to do. The command line prints
+these as one line and exits 2. Any other exception is a bug, never dressed up as one of these: a
+stage adds a note naming the stage, stream and pts to it (``Stage.__call__``), and the command line
+logs its traceback and exits 1.
 """
 
 from __future__ import annotations
@@ -59,21 +61,6 @@ class SourceDisconnected(SourceError):
 
 class DecodeError(SourceError):
     """The input is not decodable video; retrying will not help."""
-
-
-class StageError(StreamprocError):
-    """A pipeline stage failed on one batch."""
-
-    def __init__(self, message: str, *, stage: str, stream_id: str = "", pts: float | None = None):
-        where = f"stage={stage}"
-        if stream_id:
-            where += f" stream={stream_id}"
-        if pts is not None:
-            where += f" pts={pts:.3f}"
-        super().__init__(f"{message} ({where})")
-        self.stage = stage
-        self.stream_id = stream_id
-        self.pts = pts
 
 
 class GalleryError(StreamprocError):

@@ -1,6 +1,7 @@
 """Retry as an injected policy: a backoff schedule plus which errors are worth retrying.
 
-RTSP reconnects and Redis calls use the same object; nothing else sleeps in a loop.
+RTSP reconnects and Redis calls use the same object, and ``poll`` (wait until a condition holds: a
+server answers, a process or a file is gone) is built on it; nothing else sleeps in a loop.
 
 >>> policy = Retry(ExponentialBackoff(base=0.0, cap=0.0), attempts=3)
 >>> calls = []
@@ -77,6 +78,7 @@ class Retry:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     on_retry: Callable[[int, BaseException, float], None] | None = None
+    log_level: int = logging.INFO
 
     def call(self, fn: Callable[[], T]) -> T:
         failures, started = 0, self.clock()
@@ -90,7 +92,7 @@ class Retry:
                 wait = self.backoff.delay(failures)
                 if self.within_s is not None and self.clock() - started + wait > self.within_s:
                     raise
-                log.info("retry %d after %s: waiting %.2fs", failures, exc, wait)
+                log.log(self.log_level, "retry %d after %s: waiting %.2fs", failures, exc, wait)
                 if self.on_retry is not None:
                     self.on_retry(failures, exc, wait)
                 self.sleep(wait)
@@ -100,3 +102,46 @@ def server_retry(within_s: float = 10.0) -> Retry:
     """The policy for calls to a server (Redis): jittered waits of up to 2 s, for ``within_s`` in all.
     A server restart (a second or two) is waited out; an unreachable one fails within ``within_s``."""
     return Retry(ExponentialBackoff(base=0.1, cap=2.0, jitter=True), attempts=None, within_s=within_s)
+
+
+class _NotYet(Exception):
+    """``poll``'s condition has no answer yet."""
+
+
+def poll(
+    check: Callable[[], T | None],
+    within_s: float,
+    every_s: float = 0.02,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T | None:
+    """Call ``check`` every ``every_s`` seconds until it returns something other than None, and
+    return that; None when ``within_s`` seconds passed first (``check`` runs at least once).
+
+    >>> answers = iter([None, None, "up"])
+    >>> poll(lambda: next(answers), within_s=1.0, every_s=0.0)
+    'up'
+    >>> poll(lambda: None, within_s=0.0) is None
+    True
+    """
+
+    def attempt() -> T:
+        found = check()
+        if found is None:
+            raise _NotYet
+        return found
+
+    policy = Retry(
+        ConstantBackoff(every_s),
+        attempts=None,
+        within_s=within_s,
+        retryable=lambda exc: isinstance(exc, _NotYet),
+        sleep=sleep,
+        clock=clock,
+        log_level=logging.DEBUG,
+    )
+    try:
+        return policy.call(attempt)
+    except _NotYet:
+        return None

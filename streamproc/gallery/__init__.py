@@ -1,4 +1,5 @@
-"""The gallery: identities and embeddings in Redis, searched by an in-memory exact k-NN index per replica.
+"""The gallery: identities and embeddings in Redis (``MemoryGalleryStore``: in this process, for tests),
+searched by an in-memory exact k-NN index per replica.
 
 Names are re-exported lazily, so ``import streamproc.gallery.quantize`` does not pull in redis or scipy.
 """
@@ -24,6 +25,7 @@ _EXPORTS = {
     "EmbeddedRedis": "embedded",
     "connect": "embedded",
     "GalleryIndex": "index",
+    "MemoryGalleryStore": "memory",
     "RedisGalleryStore": "redis_store",
 }
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Identity",
     "IdentityRows",
     "Match",
+    "MemoryGalleryStore",
     "RedisGalleryStore",
     "Unknowns",
     "agglomerate",
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
     from streamproc.gallery.config import GalleryConfig
     from streamproc.gallery.embedded import EmbeddedRedis, connect
     from streamproc.gallery.index import GalleryIndex
+    from streamproc.gallery.memory import MemoryGalleryStore
     from streamproc.gallery.redis_store import RedisGalleryStore
 
 

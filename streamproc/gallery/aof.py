@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from streamproc.errors import GalleryError
+from streamproc.retry import poll
 
 REWRITE_TIMEOUT_S = 120.0
 POLL_S = 0.02
@@ -44,13 +45,14 @@ def rewrite_aof(client: redis.Redis, timeout_s: float = REWRITE_TIMEOUT_S) -> bo
     return True
 
 
+def _idle(client: redis.Redis) -> bool | None:
+    info = client.info("persistence")
+    busy = int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0))
+    return None if busy else True
+
+
 def _wait_idle(client: redis.Redis, deadline: float) -> None:
-    while True:
-        info = client.info("persistence")
-        if not int(info.get("aof_rewrite_in_progress", 0)) and not int(info.get("aof_rewrite_scheduled", 0)):
-            return
-        _check(deadline)
-        time.sleep(POLL_S)
+    _check(poll(lambda: _idle(client), deadline - time.monotonic(), POLL_S))
 
 
 def _wait_old_files_gone(client: redis.Redis, deadline: float) -> None:
@@ -59,17 +61,19 @@ def _wait_old_files_gone(client: redis.Redis, deadline: float) -> None:
         client.config_get("appenddirname")["appenddirname"]
     )
     manifest = folder / (str(client.config_get("appendfilename")["appendfilename"]) + ".manifest")
-    while manifest.is_file():
+
+    def gone() -> bool | None:
+        if not manifest.is_file():
+            return True
         lines = [line.split() for line in manifest.read_text().splitlines()]
         live = {row[1] for row in lines if len(row) >= 6 and row[5] in ("b", "i")}
-        if {p.name for p in folder.iterdir()} <= live | {manifest.name}:
-            return
-        _check(deadline)
-        time.sleep(POLL_S)
+        return True if {p.name for p in folder.iterdir()} <= live | {manifest.name} else None
+
+    _check(poll(gone, deadline - time.monotonic(), POLL_S))
 
 
-def _check(deadline: float) -> None:
-    if time.monotonic() > deadline:
+def _check(done: bool | None) -> None:
+    if done is None:
         raise GalleryError(
             "the AOF rewrite after an erasure did not finish in time: the erased data stays on disk "
             "until it does (see the server's log)"

@@ -38,7 +38,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -50,6 +49,7 @@ from redis.retry import Retry as RedisRetry
 
 from streamproc import env
 from streamproc.errors import GalleryUnavailable
+from streamproc.retry import poll
 
 log = logging.getLogger(__name__)
 
@@ -200,24 +200,22 @@ class EmbeddedRedis:
         return f"redis://:{quote(password)}@127.0.0.1:{port}/0", args
 
     def _wait_ready(self, url: str) -> tuple[bool, str]:
-        deadline = time.monotonic() + self.startup_timeout
+        proc = self._proc
+        assert proc is not None
         client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+
+        def state() -> str | None:  # "" ready, a message when the process died, None not yet
+            if proc.poll() is not None:
+                return f"exited with code {proc.returncode}; see {self._log_tail()}"
+            return "" if _ping(client) else None  # not yet: starting, or replaying the AOF
+
         try:
-            while time.monotonic() < deadline:
-                assert self._proc is not None
-                if self._proc.poll() is not None:
-                    return False, f"exited with code {self._proc.returncode}; see {self._log_tail()}"
-                try:
-                    if client.ping():
-                        return True, ""
-                except redis.BusyLoadingError:
-                    pass  # replaying the AOF
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    pass
-                time.sleep(0.02)
-            return False, f"no answer within {self.startup_timeout}s; see {self._log_tail()}"
+            found = poll(state, self.startup_timeout)
         finally:
             client.close()
+        if found is None:
+            return False, f"no answer within {self.startup_timeout}s; see {self._log_tail()}"
+        return found == "", found
 
     def _spawn(self) -> str:
         last_error = ""
@@ -305,32 +303,40 @@ class EmbeddedRedis:
             return str(path)
 
 
+def _ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):  # BusyLoadingError is one too
+        return False
+
+
 def _answers(url: str, wait_s: float = 0.0) -> bool:
     """True when a server answers at ``url`` (waiting up to ``wait_s`` while it loads its AOF)."""
-    deadline = time.monotonic() + wait_s
     client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+
+    def answer() -> bool | None:
+        try:
+            return bool(client.ping())
+        except redis.BusyLoadingError:
+            return None  # it is there, loading: ask again
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return False
+
     try:
-        while True:
-            try:
-                return bool(client.ping())
-            except redis.BusyLoadingError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.05)
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                return False
+        return bool(poll(answer, wait_s, every_s=0.05))
     finally:
         client.close()
 
 
 def _wait_gone(pid: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def gone() -> bool | None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.02)
+            return True
+        return None
+
+    poll(gone, timeout_s)
 
 
 _embedded: dict[Path, EmbeddedRedis] = {}

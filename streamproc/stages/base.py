@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from streamproc.errors import StageError, StreamprocError
+from streamproc.errors import StreamprocError
 from streamproc.types import FrameBatch
 
 
 class Stage(ABC):
-    """Base class: checks the batch type and wraps unexpected errors with stage/stream/pts."""
+    """Base class: checks the batch type and the result's.
+
+    A ``StreamprocError`` (a stage refusing its input on purpose) passes through as it is. Any other
+    exception is a bug: it keeps its type and traceback, with a note naming the stage, stream and pts,
+    so that it is never mistaken for a one-line user error.
+    """
 
     name: str = "stage"
 
@@ -30,13 +35,11 @@ class Stage(ABC):
             raise TypeError(f"{self.name}: expected FrameBatch, got {type(batch).__name__}")
         try:
             out = self.process(batch)
-        except StreamprocError:
-            raise
         except Exception as exc:
-            pts = float(batch.pts[0]) if len(batch.pts) else None
-            raise StageError(
-                f"{type(exc).__name__}: {exc}", stage=self.name, stream_id=batch.stream_id, pts=pts
-            ) from exc
+            if not isinstance(exc, StreamprocError):
+                where = f" pts={batch.pts[0]:.3f}" if len(batch.pts) else ""
+                exc.add_note(f"in stage={self.name} stream={batch.stream_id}{where}")
+            raise
         if not isinstance(out, FrameBatch):
             raise TypeError(f"{self.name}: process() must return a FrameBatch, got {type(out).__name__}")
         return out

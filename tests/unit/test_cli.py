@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from streamproc.cli import main
+from streamproc.cli import build_parser, main
+from streamproc.commands import models
+from streamproc.stages.base import Stage
+from streamproc.types import FrameBatch
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -48,6 +55,56 @@ def test_user_errors_exit_2_with_one_line(
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+class Divide(Stage):
+    name = "divide"
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        _ = 1 / len(batch.faces)  # a bug: a batch without faces
+        return batch
+
+
+def divide_a_batch(args: argparse.Namespace) -> int:
+    Divide()(FrameBatch(stream_id="cam", frames=np.zeros((1, 8, 8, 3), np.uint8), pts=np.zeros(1)))
+    return 0
+
+
+def test_a_bug_in_a_stage_exits_1_with_its_traceback(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(models, "_info", divide_a_batch)  # registered as the handler of `models info`
+    with caplog.at_level(logging.ERROR, logger="streamproc"):
+        code, _, err = run(capsys, "models", "info")
+    assert code == 1
+    assert not err.startswith("error: ")  # not dressed up as a user mistake
+    assert "Traceback (most recent call last)" in caplog.text
+    assert "ZeroDivisionError: division by zero" in caplog.text
+    assert "stage=divide stream=cam" in caplog.text
+
+
+def test_a_command_module_that_fails_to_import_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "streamproc.commands.eval", None)  # import of it now fails
+    with pytest.raises(ModuleNotFoundError, match=r"streamproc\.commands\.eval"):
+        build_parser()
+
+
+def commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every leaf command of the CLI by its full name, e.g. ``"models fetch"``."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {prefix.strip(): parser}
+    return {k: v for name, p in subs[0].choices.items() for k, v in commands(p, f"{prefix} {name}").items()}
+
+
+def test_every_command_but_the_model_listings_takes_config_and_set() -> None:
+    """What the README says under "The command line"."""
+    found = commands(build_parser())
+    without = {
+        name for name, p in found.items() if not {"--config", "--set"} <= set(p._option_string_actions)
+    }
+    assert without == {"models fetch", "models info", "models list", "models compat"}
+    assert {"run", "demo", "enroll", "train", "gallery search", "models promote"} <= set(found)
 
 
 def test_models_fetch_and_list(

@@ -78,3 +78,18 @@ def test_cpu_devices_pass() -> None:
 def test_config_path_that_is_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a directory, not a config file"):
         load_config(tmp_path)
+
+
+def test_configs_paths_name_the_shipped_files_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamproc.training.config import load_train_config
+
+    monkeypatch.chdir(tmp_path)  # as after `pip install .`: no configs/ folder here
+    assert load_config("configs/default.yaml") == load_config(None)
+    assert load_train_config("configs/train/finetune-irv1.yaml").version == "ft1"
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("configs/nonexistent.yaml")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text("detector: {kind: haar}\n")
+    assert load_config("configs/default.yaml").detector.kind == "haar"  # a file here comes first

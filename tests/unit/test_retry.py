@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamproc.errors import DecodeError, SourceDisconnected
-from streamproc.retry import ConstantBackoff, ExponentialBackoff, Retry, server_retry
+from streamproc.retry import ConstantBackoff, ExponentialBackoff, Retry, poll, server_retry
 
 
 def failing(errors: list[BaseException]):  # type: ignore[no-untyped-def]
@@ -73,3 +73,30 @@ def test_within_s_bounds_the_time_spent_not_the_attempts() -> None:
         policy.call(down)
     assert now[0] == pytest.approx(5.25)  # 5 calls of 0.25 s and 4 waits of 1 s: a 5th wait would end at 6.25
     assert server_retry(10.0).within_s == 10.0 and server_retry().attempts is None
+
+
+class FakeClock:
+    """``sleep`` advances ``now``: waits are counted, never spent."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected", "sleeps"),
+    [
+        ([None, None, "up"], "up", 2),  # the first answer that is not None
+        ([False], False, 0),  # a falsy answer is an answer
+        ([None] * 10, None, 4),  # 1 s at 0.25 s: five looks, then it gives up
+    ],
+)
+def test_poll_waits_for_an_answer_or_gives_up(answers: list[object], expected: object, sleeps: int) -> None:
+    clock = FakeClock()
+    left = iter(answers)
+    found = poll(lambda: next(left), within_s=1.0, every_s=0.25, sleep=clock.sleep, clock=lambda: clock.now)
+    assert found == expected and clock.slept == [0.25] * sleeps

@@ -1,8 +1,9 @@
 """Real servers for the gallery store tests: Debian's redis-server and our EmbeddedRedis (valkey-server).
 
 ``server`` is session-scoped and parametrised over both kinds; each test gets its own key prefix, so
-tests share a server without seeing each other. ``crash_server`` starts a private server in the test's
-tmp dir, for tests that SIGKILL and restart it.
+tests share a server without seeing each other. ``make_any_store`` adds the in-memory store to the
+two, for the contract every ``GalleryStore`` keeps. ``crash_server`` starts a private server in the
+test's tmp dir, for tests that SIGKILL and restart it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import redis
 
+from streamproc.gallery.base import GalleryStore
 from streamproc.gallery.embedded import EmbeddedRedis, connect
+from streamproc.gallery.memory import MemoryGalleryStore
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.retry import ConstantBackoff, Retry
 
@@ -99,12 +102,32 @@ def make_server(kind: str, data_dir: Path) -> Server:
     return DebianRedis(data_dir) if kind == "redis-server" else EmbeddedRedis(data_dir)
 
 
+class Servers:
+    """The session's shared servers, one per kind, each started when a test first needs it."""
+
+    def __init__(self, root: pytest.TempPathFactory):
+        self.root = root
+        self.started: dict[str, Server] = {}
+
+    def get(self, kind: str) -> Server:
+        if kind not in self.started:
+            srv = make_server(kind, self.root.mktemp(kind))
+            srv.start()
+            self.started[kind] = srv
+        return self.started[kind]
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    shared = Servers(tmp_path_factory)
+    yield shared
+    for srv in shared.started.values():
+        srv.stop()
+
+
 @pytest.fixture(scope="session", params=KINDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = make_server(request.param, tmp_path_factory.mktemp(request.param))
-    srv.start()
-    yield srv
-    srv.stop()
+def server(request: pytest.FixtureRequest, servers: Servers) -> Server:
+    return servers.get(request.param)
 
 
 @pytest.fixture(params=KINDS)
@@ -122,8 +145,8 @@ def fast_retry() -> Retry:
 StoreFactory = Callable[..., RedisGalleryStore]
 
 
-@pytest.fixture
-def make_store(server: Server) -> Iterator[StoreFactory]:
+@contextlib.contextmanager
+def redis_stores(server: Server) -> Iterator[StoreFactory]:
     """Stores on the session server under a prefix unique to the test; keys are removed afterwards."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     made: list[RedisGalleryStore] = []
@@ -146,5 +169,29 @@ def make_store(server: Server) -> Iterator[StoreFactory]:
 
 
 @pytest.fixture
+def make_store(server: Server) -> Iterator[StoreFactory]:
+    with redis_stores(server) as factory:
+        yield factory
+
+
+@pytest.fixture
 def store(make_store: StoreFactory) -> RedisGalleryStore:
     return make_store()
+
+
+@pytest.fixture(params=["memory", *KINDS])
+def make_any_store(request: pytest.FixtureRequest, servers: Servers) -> Iterator[Callable[..., GalleryStore]]:
+    """Stores of one gallery (``dtype``, ``retain_crops``, ``changelog_maxlen`` as keywords): in
+    memory (every call returns the same store), or in Redis under one prefix as ``make_store``."""
+    if request.param != "memory":
+        with redis_stores(servers.get(request.param)) as factory:
+            yield factory
+        return
+    made: list[MemoryGalleryStore] = []
+
+    def memory(**kwargs: Any) -> MemoryGalleryStore:
+        if not made:
+            made.append(MemoryGalleryStore(**kwargs))
+        return made[0]
+
+    yield memory

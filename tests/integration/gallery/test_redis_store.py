@@ -1,4 +1,5 @@
-"""The Redis gallery store against real servers (Debian redis-server and the embedded valkey-server)."""
+"""The Redis gallery store against real servers (Debian redis-server and the embedded valkey-server):
+what only Redis has (keys, transactions, crashes). What every store does is in ``test_store_contract.py``."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ import numpy as np
 import pytest
 import redis
 
-from streamproc.errors import GalleryError, GalleryUnavailable, InputError, UnknownIdentity
-from streamproc.gallery.cluster import cluster_unknowns, promote
+from streamproc.errors import GalleryError, GalleryUnavailable, UnknownIdentity
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.embedded import EmbeddedRedis, connect, stop_embedded
-from streamproc.gallery.index import GalleryIndex
 from streamproc.gallery.redis_store import RedisGalleryStore
 from streamproc.retry import ConstantBackoff, Retry
 
@@ -49,23 +48,7 @@ def keys_of(store: RedisGalleryStore) -> set[str]:
     return {k.decode() for k in store.client.scan_iter(match=store.key("*"), count=1000)}
 
 
-# --- basic life cycle ---------------------------------------------------------------------------------------
-def test_enroll_get_list_and_append(store: RedisGalleryStore) -> None:
-    ada = store.enroll("Ada", unit_vectors(3), MV, metadata={"team": "math"})
-    assert ada.embeddings == {MV: 3} and ada.metadata == {"team": "math"}
-    again = store.enroll("Ada", unit_vectors(2, seed=1), MV)
-    assert again.id == ada.id and again.embeddings == {MV: 5} and again.metadata == {"team": "math"}
-    replaced = store.enroll("Ada", unit_vectors(1, seed=2), MV, replace=True)
-    assert replaced.embeddings == {MV: 1}
-    np.testing.assert_allclose(store.embeddings("Ada", MV), unit_vectors(1, seed=2), atol=1e-6)
-    store.enroll("Bob", unit_vectors(1, seed=3), MV)
-    assert [i.name for i in store.list_identities()] == ["Ada", "Bob"]
-    assert store.get("Ada") == replaced
-    assert store.model_versions() == {MV: DIM}
-    assert store.set_metadata("Bob", {"x": 1}).metadata == {"x": 1}
-    assert store.verify() == []
-
-
+# --- storage ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype, atol", [("float32", 1e-6), ("int8", 0.02)])
 def test_storage_dtype_round_trip(make_store: StoreFactory, dtype: str, atol: float) -> None:
     store = make_store(dtype=dtype)
@@ -76,25 +59,6 @@ def test_storage_dtype_round_trip(make_store: StoreFactory, dtype: str, atol: fl
     np.testing.assert_allclose(back, emb, atol=atol)
     raw = store.client.hvals(store.key("emb", MV, store.get("Ada").id))
     assert sum(len(b) for b in raw) == 4 * 128 * (1 if dtype == "int8" else 4)
-
-
-@pytest.mark.parametrize("retain, expected", [(False, 0), (True, 3)])
-def test_crops_only_when_retained(make_store: StoreFactory, retain: bool, expected: int) -> None:
-    store = make_store(retain_crops=retain)
-    assert store.enroll("Ada", unit_vectors(3), MV, crops=crops(3)).crops == expected
-    got = store.crops("Ada")
-    assert sum(len(c) for c in got) == expected
-    if retain:
-        np.testing.assert_array_equal(got[0], crops(3))
-
-
-def test_enroll_many_is_one_write_per_batch(store: RedisGalleryStore) -> None:
-    store.enroll("Person 2", unit_vectors(1, seed=99), MV)
-    people = [(f"Person {i}", unit_vectors(1, seed=i)) for i in range(5)]
-    made = store.enroll_many(people, MV, batch_size=2)
-    assert [p.name for p in made] == [name for name, _ in people]
-    assert store.get("Person 2").embeddings == {MV: 2}  # existing person: rows appended
-    assert len(store.list_identities()) == 5 and store.verify() == []
 
 
 CORRUPTIONS: list[tuple[str, Callable[[RedisGalleryStore, str], Any], str]] = [
@@ -122,51 +86,6 @@ def test_verify_reports_torn_state(
     assert store.verify() == []
     corrupt(store, ada.id)
     assert any(expected in problem for problem in store.verify())
-
-
-# --- bad input ----------------------------------------------------------------------------------------------
-BAD_INPUT: list[tuple[str, Callable[[RedisGalleryStore], Any], type[Exception]]] = [
-    ("1-D embeddings", lambda s: s.enroll("Ada", unit_vectors(1)[0], MV), InputError),
-    ("empty batch", lambda s: s.enroll("Ada", np.zeros((0, DIM), np.float32), MV), InputError),
-    ("wrong dim for model", lambda s: s.enroll("Bob", unit_vectors(2, DIM + 1), MV), InputError),
-    ("not unit length", lambda s: s.enroll("Ada", 2 * unit_vectors(2), MV), InputError),
-    ("NaN", lambda s: s.enroll("Ada", np.full((1, DIM), np.nan, np.float32), MV), InputError),
-    ("int8 given", lambda s: s.enroll("Ada", np.ones((1, DIM), np.int8), MV), InputError),
-    ("empty name", lambda s: s.enroll("", unit_vectors(1), MV), InputError),
-    ("blank name", lambda s: s.enroll("   ", unit_vectors(1), MV), InputError),
-    ("control char in name", lambda s: s.enroll("A\x00da", unit_vectors(1), MV), InputError),
-    ("name not a string", lambda s: s.enroll(42, unit_vectors(1), MV), InputError),
-    ("bad model version", lambda s: s.enroll("Ada", unit_vectors(1), "v 1"), InputError),
-    ("crops count", lambda s: s.enroll("Ada", unit_vectors(2), MV, crops=crops(3)), InputError),
-    ("crops dtype", lambda s: s.enroll("Ada", unit_vectors(1), MV, crops=np.zeros((1, 8, 8, 3))), InputError),
-    (
-        "metadata not JSON",
-        lambda s: s.enroll("Ada", unit_vectors(1), MV, metadata={"t": object()}),
-        InputError,
-    ),
-    (
-        "duplicate in bulk",
-        lambda s: s.enroll_many([("X", unit_vectors(1)), ("X", unit_vectors(1))], MV),
-        InputError,
-    ),
-    ("delete unknown name", lambda s: s.delete("Nobody"), UnknownIdentity),
-    ("get unknown name", lambda s: s.get("Nobody"), UnknownIdentity),
-    ("no rows for model", lambda s: s.embeddings("Bob", "other-model"), UnknownIdentity),
-    ("promote nothing", lambda s: s.promote_unknowns([], "Cy", MV), InputError),
-    ("promote missing faces", lambda s: s.promote_unknowns(["0bad"], "Cy", MV), GalleryError),
-]
-
-
-@pytest.mark.parametrize("case, call, expected", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-def test_bad_input_is_refused_and_writes_nothing(
-    store: RedisGalleryStore, case: str, call: Callable[[RedisGalleryStore], Any], expected: type[Exception]
-) -> None:
-    store.enroll("Bob", unit_vectors(1, seed=5), MV)
-    before = keys_of(store)
-    with pytest.raises(expected):
-        call(store)
-    assert keys_of(store) == before
-    assert store.verify() == []
 
 
 # --- atomicity ----------------------------------------------------------------------------------------------
@@ -290,101 +209,6 @@ def test_erasure_leaves_no_key_or_value_behind(make_store: StoreFactory) -> None
     assert store.verify() == []
     with pytest.raises(UnknownIdentity):
         store.get("Ada Lovelace")
-
-
-# --- change log and replicas --------------------------------------------------------------------------------
-def _assert_same_index(a: GalleryIndex, b: GalleryIndex, probes: np.ndarray) -> None:
-    assert len(a) == len(b) and a.rows == b.rows
-    for ra, rb in zip(a.search(probes, k=3), b.search(probes, k=3), strict=True):
-        assert [(m.identity_id, m.name) for m in ra] == [(m.identity_id, m.name) for m in rb]
-        np.testing.assert_allclose([m.distance for m in ra], [m.distance for m in rb], atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "int8"])
-@pytest.mark.parametrize("match", ["mean", "best"])
-def test_replica_follows_the_change_log(make_store: StoreFactory, dtype: str, match: str) -> None:
-    writer, reader = make_store(dtype=dtype), make_store(dtype=dtype)
-    base = unit_vectors(6, 64, seed=11)
-    writer.enroll("Ada", near(base[0], 2, 1), MV)
-    writer.enroll("Bob", near(base[1], 2, 2), MV)
-    replica = GalleryIndex.load(reader, MV, dtype=dtype, match=match)
-    assert len(replica) == 2
-    writer.enroll("Cy", near(base[2], 3, 3), MV)
-    writer.enroll("Ada", near(base[0], 1, 4), MV)  # more rows
-    writer.delete("Bob")
-    writer.enroll("Bob", near(base[3], 1, 5), MV)  # a new person under an old name
-    writer.enroll_many([("Di", near(base[4], 1, 6)), ("Ed", near(base[5], 1, 7))], MV)
-    writer.enroll("Other model", unit_vectors(1, 32), "another-model")
-    writer.set_metadata("Cy", {"x": 1})
-    assert replica.sync() > 0
-    fresh = GalleryIndex.load(reader, MV, dtype=dtype, match=match)
-    assert len(replica) == 5
-    _assert_same_index(replica, fresh, np.concatenate([base, unit_vectors(4, 64, seed=12)]))
-    assert replica.cursor == reader.head()
-    assert replica.sync() == 0  # nothing new; replaying is idempotent
-    replica.apply(reader.changes_since("0-0"))
-    _assert_same_index(replica, fresh, base)
-
-
-def test_replica_reloads_after_the_log_was_trimmed(make_store: StoreFactory) -> None:
-    writer = make_store(changelog_maxlen=10)
-    writer.enroll("Seed", unit_vectors(1, seed=1), MV)
-    replica = GalleryIndex.load(writer, MV)
-    for i in range(300):
-        writer.enroll(f"P{i}", unit_vectors(1, seed=100 + i), MV)
-    writer.delete("Seed")
-    changes = writer.changes_since(replica.cursor)
-    assert changes.gap and len(changes.events) < 301
-    replica.sync()
-    _assert_same_index(replica, GalleryIndex.load(writer, MV), unit_vectors(8, seed=3))
-    assert len(replica) == 300
-
-
-def test_blocking_read_returns_when_a_change_arrives(make_store: StoreFactory) -> None:
-    writer, reader = make_store(), make_store()
-    cursor = reader.head()
-    timer = threading.Timer(0.2, lambda: writer.enroll("Ada", unit_vectors(1), MV))
-    timer.start()
-    started = time.monotonic()
-    changes = reader.changes_since(cursor, block_ms=5000)
-    timer.join()
-    assert [e.op for e in changes.events] == ["enroll"] and time.monotonic() - started < 4
-
-
-# --- unknown faces ------------------------------------------------------------------------------------------
-def test_cluster_and_promote_unknown_faces(store: RedisGalleryStore) -> None:
-    centres = unit_vectors(3, 64, seed=21)
-    for c, n in ((0, 4), (1, 3), (2, 1)):
-        for row in near(centres[c], n, seed=30 + c):
-            store.add_unknown(row, MV, {"stream": "cam1"})
-    clusters = cluster_unknowns(store, MV, GalleryConfig(cluster_threshold=0.3))
-    assert [c.size for c in clusters] == [4, 3]
-    assert clusters[0].meta[0]["stream"] == "cam1"
-    ada = promote(store, clusters[0], "Ada")
-    assert ada.embeddings == {MV: 4}
-    assert len(store.unknowns(MV).ids) == 4
-    with pytest.raises(GalleryError):
-        promote(store, clusters[0], "Ada again")  # already promoted
-    assert store.delete_unknowns(MV, store.unknowns(MV).ids) == 4
-    assert store.verify() == []
-
-
-def test_forget_unknowns_erases_only_those_past_the_age(store: RedisGalleryStore) -> None:
-    rows = unit_vectors(3, 64, seed=40)
-    store.add_unknown(rows[0], MV, {"stream": "cam1"})
-    store.add_unknown(rows[1], "v-other", {"stream": "cam2"})  # another model version's unknowns too
-    time.sleep(0.3)
-    kept_after = time.time()
-    store.add_unknown(rows[2], MV, {"stream": "cam1"})
-    older_than = time.time() - kept_after + 0.1  # between the first two and the last
-    assert store.forget_unknowns(older_than) == 2
-    left = store.unknowns(MV)
-    assert len(left.ids) == 1 and np.allclose(left.embeddings[0], rows[2], atol=1e-6)
-    assert store.unknowns("v-other").ids == []
-    assert store.forget_unknowns(0) == 1 and store.unknowns(MV).ids == []
-    with pytest.raises(InputError):
-        store.forget_unknowns(-1)
-    assert store.verify() == []
 
 
 # --- durability ---------------------------------------------------------------------------------------------

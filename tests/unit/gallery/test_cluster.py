@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from streamproc.errors import InputError
-from streamproc.gallery.base import Identity, Unknowns
 from streamproc.gallery.cluster import agglomerate, cluster_unknowns, promote
 from streamproc.gallery.config import GalleryConfig
+from streamproc.gallery.memory import MemoryGalleryStore
 
 
 def unit_vectors(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -67,39 +67,31 @@ def test_bad_arguments(kwargs: dict[str, Any]) -> None:
         agglomerate(unit_vectors(3), **kwargs)
 
 
-class UnknownsOnly:
-    """Stands in for a store: unknown faces in, promoted clusters recorded."""
-
-    def __init__(self, emb: np.ndarray):
-        self.data = Unknowns([f"{i:04d}" for i in range(len(emb))], emb, [{"n": i} for i in range(len(emb))])
-        self.promoted: list[tuple[list[str], str, str]] = []
-
-    def unknowns(self, model_version: str) -> Unknowns:
-        return self.data
-
-    def promote_unknowns(
-        self, ids: list[str], name: str, model_version: str, metadata: Any = None
-    ) -> Identity:
-        self.promoted.append((list(ids), name, model_version))
-        return Identity(id="new", name=name, embeddings={model_version: len(ids)})
+def store_of_unknowns(emb: np.ndarray) -> tuple[MemoryGalleryStore, list[str]]:
+    """A gallery holding only the unknown faces ``emb`` (row i has metadata ``{"n": i}``); their ids."""
+    store = MemoryGalleryStore()
+    ids = [store.add_unknown(row, "v1", {"n": i}) for i, row in enumerate(emb)]
+    return store, ids
 
 
 def test_cluster_unknowns_keeps_groups_of_min_size_largest_first() -> None:
     emb, _ = blobs([2, 6, 1, 3])
-    store = UnknownsOnly(emb)
-    clusters = cluster_unknowns(store, "v1", GalleryConfig(cluster_threshold=0.5))  # type: ignore[arg-type]
+    store, ids = store_of_unknowns(emb)
+    clusters = cluster_unknowns(store, "v1", GalleryConfig(cluster_threshold=0.5))
     assert [c.size for c in clusters] == [6, 3, 2]
-    assert clusters[0].members == [f"{i:04d}" for i in range(2, 8)]
-    assert clusters[0].meta[0] == {"n": 2}
+    assert clusters[0].members == ids[2:8]
+    assert clusters[0].meta[0]["n"] == 2
     assert np.linalg.norm(clusters[0].centroid) == pytest.approx(1.0, abs=1e-5)
     assert 0 < clusters[0].spread < 0.1
-    identity = promote(store, clusters[1], "Grace")  # type: ignore[arg-type]
-    assert identity.embeddings == {"v1": 3} and store.promoted == [(clusters[1].members, "Grace", "v1")]
+    identity = promote(store, clusters[1], "Grace")
+    assert identity.embeddings == {"v1": 3} and clusters[1].members == ids[9:12]
+    np.testing.assert_allclose(store.embeddings("Grace", "v1"), emb[9:12], atol=1e-6)
+    assert store.unknowns("v1").ids == ids[:9]  # the promoted faces are no longer unknown
 
 
 def test_only_the_most_recent_unknowns_are_clustered() -> None:
     emb, _ = blobs([4, 4])
-    store = UnknownsOnly(emb)
+    store, ids = store_of_unknowns(emb)
     cfg = GalleryConfig(cluster_threshold=0.5, cluster_max_unknowns=5)
-    clusters = cluster_unknowns(store, "v1", cfg, min_size=1)  # type: ignore[arg-type]
-    assert sorted(m for c in clusters for m in c.members) == [f"{i:04d}" for i in range(3, 8)]
+    clusters = cluster_unknowns(store, "v1", cfg, min_size=1)
+    assert sorted(m for c in clusters for m in c.members) == ids[3:8]

@@ -240,3 +240,17 @@ def test_a_restarted_chain_numbers_live_tracks_on(
         chain.close()
         ids.append(decided)
     assert ids == [[0], [restarted_id]]
+
+
+def test_a_bug_in_a_stage_ends_the_run_with_its_own_exception(
+    videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamproc.stages.track import TrackStage
+
+    def divide(self: TrackStage, batch: Any) -> Any:
+        return 1 / 0
+
+    monkeypatch.setattr(TrackStage, "process", divide)
+    with pytest.raises(ZeroDivisionError) as info:  # not a stream closed with a one-line warning
+        runner(config_for([{"uri": str(videos["a"])}])).run()
+    assert "stage=track stream=a" in info.value.__notes__[0]

@@ -44,8 +44,9 @@ def test_batches_never_exceed_max_items_nor_split_requests() -> None:
 
     batcher = MicroBatcher(model, max_items=4, max_wait_s=0.05)
     out = run_concurrently(batcher, [3, 3, 1, 6])
-    assert sum(seen) == 13 and all(n <= 4 or n == 6 for n in seen)
-    assert [len(o) for o in out] == [3, 3, 1, 6]
+    # in arrival order: 3 alone (3 + 3 > 4), then 3 + 1, then the 6 alone (too large, never split)
+    assert seen == [3, 4, 6] and batcher.calls == 3
+    assert [o[:, 0].tolist() for o in out] == [[0.0] * 3, [1.0] * 3, [2.0], [3.0] * 6]  # each its own rows
 
 
 def test_a_model_error_reaches_every_caller_of_that_batch() -> None:

@@ -43,6 +43,7 @@ class FakeReader:
         self.frames_decoded = self.frames_skipped = self.decode_errors = 0
         self.last_progress = time.monotonic()
         self.finished = threading.Event()
+        self.unblocked = False  # then_block was set (or its wait ran out): the hang is over
         self.closed = False
 
     def __iter__(self) -> Iterator[DecodedFrame]:
@@ -54,6 +55,7 @@ class FakeReader:
         self.finished.set()
         if self.then_block is not None:
             self.then_block.wait(10)
+            self.unblocked = True
         if self.then_raise is not None:
             raise self.then_raise
 
@@ -80,12 +82,11 @@ def config(**overrides: Any) -> SourceConfig:
     return SourceConfig.model_validate(fields)
 
 
-def drain(source: VideoSource, deadline_s: float = 10.0) -> list[FrameBatch]:
+def drain(source: VideoSource, most: int = 1000) -> list[FrameBatch]:
     out = []
-    deadline = time.monotonic() + deadline_s
     for batch in source:
         out.append(batch)
-        assert time.monotonic() < deadline, "source did not end in time"
+        assert len(out) <= most, "the source does not end"
     return out
 
 
@@ -181,13 +182,12 @@ def test_end_of_a_live_stream_reconnects() -> None:
 
 def test_watchdog_fires_when_a_read_hangs() -> None:
     hang = threading.Event()
-    factory = scripted(FakeReader([0.0, 0.1], then_block=hang))
-    source = VideoSource(config(live=False, stall_timeout_s=0.3), reader_factory=factory)
-    started = time.monotonic()
+    reader = FakeReader([0.0, 0.1], then_block=hang)
+    source = VideoSource(config(live=False, stall_timeout_s=0.3), reader_factory=scripted(reader))
     try:
         with pytest.raises(SourceDisconnected, match="stalled"):
             drain(source)
-        assert time.monotonic() - started < 3
+        assert reader.finished.is_set() and not reader.unblocked  # fired during the hang, not after
     finally:
         hang.set()
         source.close()
@@ -195,17 +195,18 @@ def test_watchdog_fires_when_a_read_hangs() -> None:
 
 def test_watchdog_fires_when_opening_hangs() -> None:
     hang = threading.Event()
+    opened: list[bool] = []
 
     def slow_open() -> FakeReader:
         hang.wait(10)
+        opened.append(True)
         return FakeReader([0.0])
 
     source = VideoSource(config(open_timeout_s=0.3, max_reconnects=0), reader_factory=scripted(slow_open))
-    started = time.monotonic()
     try:
         with pytest.raises(SourceDisconnected, match="could not open"):
             drain(source)
-        assert time.monotonic() - started < 3
+        assert opened == []  # fired while the open still hung, not after it returned
     finally:
         hang.set()
         source.close()
@@ -232,13 +233,13 @@ def test_slow_consumer_drop_policy(policy: str, expect_drops: bool) -> None:
 
 def test_close_from_another_thread_ends_iteration() -> None:
     hang = threading.Event()
-    source = VideoSource(config(), reader_factory=scripted(FakeReader([0.0], then_block=hang)))
+    reader = FakeReader([0.0], then_block=hang)
+    source = VideoSource(config(), reader_factory=scripted(reader))
     batches = iter(source)
     assert len(next(batches)) == 1
     threading.Timer(0.2, source.close).start()
-    started = time.monotonic()
     assert list(batches) == []
-    assert time.monotonic() - started < 2
+    assert not reader.unblocked  # ended by close(), while the read still hung
     hang.set()
 
 
@@ -249,10 +250,8 @@ def test_close_cuts_a_reconnect_backoff_short() -> None:
     cfg = config(reconnect_backoff_s=30.0, reconnect_backoff_cap_s=30.0, max_reconnects=None)
     source = VideoSource(cfg, reader_factory=refuse)
     threading.Timer(0.3, source.close).start()
-    started = time.monotonic()
     assert list(source) == []
-    assert time.monotonic() - started < 3
-    assert source.stats["connect_failures"] == 1
+    assert source.stats["connect_failures"] == 1  # no second try: the 30 s wait was cut short
 
 
 def test_new_frame_size_starts_a_new_batch() -> None:

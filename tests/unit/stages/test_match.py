@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamproc.errors import ConfigError, GalleryError, IncompatibleModels
+from streamproc.errors import ConfigError, GalleryUnavailable, IncompatibleModels
 from streamproc.gallery.index import GalleryIndex
+from streamproc.gallery.memory import MemoryGalleryStore
 from streamproc.stages.match import MatchStage
 from streamproc.types import Decision, FrameBatch
 
@@ -69,20 +70,11 @@ def make_batch(
     )
 
 
-class FakeStore:
-    """Records ``add_unknown`` calls; can be told to fail like an unreachable server."""
+class DownStore(MemoryGalleryStore):
+    """A store whose server is unreachable when an unknown face is stored."""
 
-    def __init__(self, fail: bool = False):
-        self.unknowns: list[tuple[np.ndarray, str, dict[str, Any]]] = []
-        self.fail = fail
-
-    def add_unknown(
-        self, embedding: np.ndarray, model_version: str, meta: dict[str, Any] | None = None
-    ) -> str:
-        if self.fail:
-            raise GalleryError("store down")
-        self.unknowns.append((np.asarray(embedding), model_version, dict(meta or {})))
-        return f"u{len(self.unknowns)}"
+    def _add_unknown(self, embedding: np.ndarray, model_version: str, meta: dict[str, Any]) -> str:
+        raise GalleryUnavailable("store down")
 
 
 @pytest.mark.parametrize(
@@ -111,21 +103,21 @@ def test_nearest_person_wins() -> None:
 
 
 def test_unknown_revision0_is_stored_for_clustering() -> None:
-    store = FakeStore()
+    store = MemoryGalleryStore()
     far = np.eye(DIM, dtype=np.float32)[3]  # squared distance 2 from everyone
-    stage = MatchStage(THRESHOLD, make_index(), store=store)  # type: ignore[arg-type]
+    stage = MatchStage(THRESHOLD, make_index(), store=store)
     out = stage(make_batch([make_decision(far, track=7), make_decision(ADA, track=8)]))
     assert [d.identity for d in out.decisions] == [None, "Ada"]
-    assert len(store.unknowns) == 1
-    emb, version, meta = store.unknowns[0]
-    assert version == "v1" and np.allclose(emb, far)
+    stored = store.unknowns("v1")
+    assert len(stored.ids) == 1 and np.allclose(stored.embeddings[0], far)
+    meta = stored.meta[0]
     assert meta["stream_id"] == "cam" and meta["track_id"] == 7
     assert meta["event_id"] == out.decisions[0].event_id
 
 
 def test_store_failure_does_not_lose_the_decision() -> None:
     far = np.eye(DIM, dtype=np.float32)[3]
-    stage = MatchStage(THRESHOLD, make_index(), store=FakeStore(fail=True))  # type: ignore[arg-type]
+    stage = MatchStage(THRESHOLD, make_index(), store=DownStore())
     (d,) = stage(make_batch([make_decision(far)])).decisions
     assert d.identity is None
 
@@ -232,9 +224,9 @@ def test_sync_at_most_once_per_interval() -> None:
     stage = MatchStage(
         THRESHOLD,
         index,
-        store=FakeStore(),
+        store=MemoryGalleryStore(),
         sync_interval_s=1.0,
-        clock=lambda: now[0],  # type: ignore[arg-type]
+        clock=lambda: now[0],
     )
     for t in (0.1, 0.5, 0.9, 1.2, 1.3, 2.5):
         now[0] = t
