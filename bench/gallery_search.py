@@ -39,7 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamproc.gallery.ann import AnnOptions
+from streamproc.gallery.ann import AnnOptions, IvfIndex
+from streamproc.gallery.base import IdentityRows
+from streamproc.gallery.hnsw import HnswIndex
 from streamproc.gallery.index import GalleryIndex
 from streamproc.gallery.redis_store import RedisGalleryStore
 
@@ -151,7 +153,13 @@ def rows_for(
             "samples": len(ms),
         }
         rows.append(row)
-        extra = f" nprobe={row['nprobe']:<3d}" if "nprobe" in row else ""
+        extra = (
+            f" nprobe={row['nprobe']:<3d}"
+            if "nprobe" in row
+            else f" ef={row['ef']:<4d}"
+            if "ef" in row
+            else ""
+        )
         print(
             f"{row['data']:>9} {row['identities']:>10,d} {row['index']:>5} {row['dtype']:>7}{extra} batch={batch:<3d} "
             f"p50={row['p50_ms']:8.3f} ms  p99={row['p99_ms']:8.3f} ms  recall@1={recall1:.4f} recall@10={recall10:.4f} "
@@ -181,11 +189,25 @@ def run(name: str, data: Data, args: argparse.Namespace) -> list[dict[str, Any]]
         del gpu
     if n > args.ann_max:
         return rows
-    options = AnnOptions(min_size=1, storage=args.storage, candidates=args.candidates, threads=args.threads)
+    if "hnsw" in args.index:
+        rows += hnsw_rows(name, data, ref, base, args)
+    if "ivf" in args.index:
+        rows += ivf_rows(data, ref, base, args)
+    return rows
+
+
+def ivf_rows(
+    data: Data, ref: np.ndarray, base: dict[str, Any], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    ids = [str(i) for i in range(len(data[0]))]
+    options = AnnOptions(
+        min_size=1, kind="ivf", storage=args.storage, candidates=args.candidates, threads=args.threads
+    )
     t = time.perf_counter()
     ivf = GalleryIndex.from_arrays(ids, ids, data[0], ann=options)
     build_s = round(time.perf_counter() - t, 2)
-    assert ivf._ann is not None
+    assert isinstance(ivf._ann, IvfIndex)
+    rows = []
     for nprobe in [int(v) for v in args.nprobe.split(",")]:
         ivf._ann.nprobe = nprobe
         extra = {
@@ -196,6 +218,69 @@ def run(name: str, data: Data, args: argparse.Namespace) -> list[dict[str, Any]]
             "build_s": build_s,
         }
         rows += rows_for(ivf, data, ref, base | extra, args)
+    return rows
+
+
+def cached_hnsw(
+    gallery: np.ndarray, row_ids: np.ndarray, options: AnnOptions, args: argparse.Namespace
+) -> tuple[HnswIndex, float]:
+    """The graph of the synthetic gallery of this size and seed, read from ``BENCH_CACHE`` when an
+    earlier run built it (its build time is kept beside it), else built and saved there."""
+    n = len(gallery)
+    path = (
+        BENCH_CACHE
+        / f"hnsw-{n}-seed{args.seed}-m{options.m}-efc{options.ef_construction}-{options.storage}.faiss"
+    )
+    info = path.with_suffix(".json")
+    if info.exists():
+        ann = HnswIndex.read(path, options.hnsw())
+        if len(ann) == n and ann.dead == 0:
+            print(f"hnsw graph of {n:,d} rows read from {path}", flush=True)
+            return ann, float(json.loads(info.read_text())["build_s"])
+    t = time.perf_counter()
+    ann = HnswIndex.build(gallery, row_ids, options.hnsw())
+    build_s = round(time.perf_counter() - t, 2)
+    print(
+        f"hnsw graph of {n:,d} rows (m={options.m}, ef_construction={options.ef_construction}) built in {build_s:.1f}s",
+        flush=True,
+    )
+    BENCH_CACHE.mkdir(parents=True, exist_ok=True)
+    ann.save(path)
+    info.write_text(json.dumps({"build_s": build_s}))
+    return ann, build_s
+
+
+def hnsw_rows(
+    name: str, data: Data, ref: np.ndarray, base: dict[str, Any], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """HNSW rows: one graph per size over the synthetic gallery (the lfw-mix gallery is the same
+    gallery with 1,680 rows replaced: those people are re-enrolled into it, i.e. removed and added
+    incrementally, exercising the removal mask), swept over ``--ef``."""
+    n = len(data[0])
+    ids = [str(i) for i in range(n)]
+    synthetic_rows = unit(np.random.default_rng(args.seed), n)  # what `synthetic` and `lfw_mix` start from
+    options = AnnOptions(
+        min_size=1, kind="hnsw", storage=args.hnsw_storage, candidates=args.candidates, threads=args.threads,
+        m=args.m, ef_construction=args.ef_construction,
+    )  # fmt: skip
+    index = GalleryIndex.from_arrays(ids, ids, synthetic_rows, ann=None)
+    ann, build_s = cached_hnsw(synthetic_rows, index.row_ids, options, args)
+    index.use_ann(ann, options)
+    changed = np.flatnonzero((synthetic_rows != data[0]).any(axis=1))
+    t = time.perf_counter()
+    index.add_many([IdentityRows(ids[i], ids[i], data[0][i : i + 1]) for i in changed])
+    if len(changed):
+        print(
+            f"{name}: {len(changed):,d} people re-enrolled into the graph in {time.perf_counter() - t:.2f}s",
+            flush=True,
+        )
+    del synthetic_rows
+    rows = []
+    dtype = "float32" if args.hnsw_storage == "flat" else "sq8"
+    for ef in [int(v) for v in args.ef.split(",")]:
+        ann.ef_search = ef
+        extra = {"index": "hnsw", "dtype": dtype, "ef": ef, "m": args.m, "build_s": build_s}
+        rows += rows_for(index, data, ref, base | extra, args)
     return rows
 
 
@@ -272,7 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprobe", default="16,32,64,128", help="IVF cells scanned per probe (one row each)")
     parser.add_argument("--storage", default="sq8", choices=["sq8", "flat"])
     parser.add_argument("--candidates", type=int, default=32, help="IVF candidates re-ranked exactly")
-    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads")
+    parser.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
+    parser.add_argument("--index", default="hnsw", help="approximate indexes: hnsw, ivf")
+    parser.add_argument("--ef", default="64,128,256", help="HNSW search beam (one row each)")
+    parser.add_argument("--m", type=int, default=32, help="HNSW links a node")
+    parser.add_argument("--ef-construction", type=int, default=40, help="HNSW build beam")
+    parser.add_argument("--hnsw-storage", default="flat", choices=["sq8", "flat"])
     parser.add_argument("--ann-max", type=int, default=10_000_000, help="largest size given an IVF index")
     parser.add_argument("--skip-exact", action="store_true", help="no exact numpy rows (still the reference)")
     parser.add_argument("--seed", type=int, default=0)

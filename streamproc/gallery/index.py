@@ -39,7 +39,7 @@ import numpy as np
 
 from streamproc.errors import GalleryError, IncompatibleModels, InputError
 from streamproc.gallery import index_cache
-from streamproc.gallery.ann import AnnOptions, IvfIndex
+from streamproc.gallery.ann import AnnIndex, AnnOptions
 from streamproc.gallery.base import ChangeEvent, Changes, GalleryStore, IdentityRows, Match
 from streamproc.gallery.candidates import CandidateSearch, index_options
 from streamproc.gallery.config import GalleryConfig
@@ -117,7 +117,7 @@ class GalleryIndex(CandidateSearch, ExactScan):
         self._rid = np.zeros(0, np.int64)  # row -> stable row id (what the approximate index holds)
         self._pos = np.zeros(0, np.int64)  # stable row id -> row
         self._next_rid = 0
-        self._ann: IvfIndex | None = None
+        self._ann: AnnIndex | None = None
         self._gpu: TorchRows | None = None
         if self.device is not None:
             from streamproc.gallery.torch_search import TorchRows
