@@ -15,7 +15,9 @@ Two galleries, one row per identity, 128-D:
 among its top-10 (exact rows: 1.0 for float32 by definition). ``true_top1``: share whose top-1 is the
 probe's own person. ``index`` is exact | ivf | gpu; ivf rows sweep ``--nprobe`` over one build.
 ``--redis`` sizes are also enrolled into a Debian ``redis-server`` on a free loopback port and loaded
-back with ``GalleryIndex.load`` (timed: ``redis_load_s``).
+back with ``GalleryIndex.load`` (timed: ``redis_load_s``); the server's dump is kept in
+``~/.cache/streamproc/bench/redis`` so a rerun skips the enrollment (an hour of a busy machine at 1M).
+``hnsw`` graphs are kept in ``~/.cache/streamproc/bench`` too, with the build time they took.
 
     python bench/gallery_search.py --sizes 10000,100000,1000000 --json out/gallery_search.json
 """
@@ -31,7 +33,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -284,45 +285,58 @@ def hnsw_rows(
     return rows
 
 
-def redis_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+def redis_server(folder: Path, dump: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``redis-server`` on a free loopback port that starts from ``folder/dump`` when it exists."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     binary = shutil.which("redis-server") or sys.exit(
         "redis-server is not installed (apt-get install redis-server)"
     )
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
+        [binary, *args, "--dir", str(folder), "--dbfilename", dump], stdout=subprocess.DEVNULL
     )
-    time.sleep(0.5)
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def redis_load(n: int, folder: Path) -> dict[str, Any]:
-    """Enrol ``n`` synthetic identities (untimed), then time ``GalleryIndex.load`` of them."""
-    gallery = unit(np.random.default_rng(1), n)
-    proc, url = redis_server(folder)
-    try:
-        import redis
+def wait_ready(client: Any, proc: subprocess.Popen[bytes]) -> None:
+    """Until the server answers and has read its dump file."""
+    import redis
 
-        store = RedisGalleryStore(redis.Redis.from_url(url), prefix="bench")
+    while True:
+        if proc.poll() is not None:
+            sys.exit("redis-server exited")
+        try:
+            if client.info("persistence")["loading"] == 0:
+                return
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            pass
+        time.sleep(0.2)
+
+
+def redis_load(n: int) -> dict[str, Any]:
+    """Enrol ``n`` synthetic identities (untimed; the server's dump is kept in ``BENCH_CACHE/redis`` so a
+    rerun starts from it), then time ``GalleryIndex.load`` of them."""
+    import redis
+
+    folder = BENCH_CACHE / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    proc, url = redis_server(folder, f"gallery-{n}.rdb")
+    try:
+        client = redis.Redis.from_url(url)
+        wait_ready(client, proc)
+        store = RedisGalleryStore(client, prefix="bench")
         t = time.perf_counter()
-        for s in range(0, n, 100_000):
-            part = [(f"p{i:08d}", gallery[i : i + 1]) for i in range(s, min(n, s + 100_000))]
-            store.enroll_many(part, MODEL, batch_size=2000)
+        enrolled = client.scard(f"bench:model:{MODEL}:members")
+        if enrolled != n:
+            client.flushdb()
+            gallery = unit(np.random.default_rng(1), n)
+            for s in range(0, n, 100_000):
+                part = [(f"p{i:08d}", gallery[i : i + 1]) for i in range(s, min(n, s + 100_000))]
+                store.enroll_many(part, MODEL, batch_size=2000)
+                print(f"redis: {s + len(part):,d} of {n:,d} enrolled", flush=True)
+            client.save()
         enroll_s = time.perf_counter() - t
         t = time.perf_counter()
         index = GalleryIndex.load(store, MODEL, ann=None)
@@ -332,15 +346,13 @@ def redis_load(n: int, folder: Path) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait()
-    print(
-        f"redis load: {n:,d} identities enrolled in {enroll_s:.1f}s, loaded by GalleryIndex.load in {load_s:.2f}s",
-        flush=True,
-    )
+    how = "read from the saved dump" if enrolled == n else f"enrolled in {enroll_s:.1f}s"
+    print(f"redis load: {n:,d} identities {how}, loaded by GalleryIndex.load in {load_s:.2f}s", flush=True)
     return {
         "data": "redis-load",
         "identities": n,
         "redis_load_s": round(load_s, 2),
-        "enroll_s": round(enroll_s, 1),
+        "enroll_s": round(enroll_s, 1) if enrolled != n else None,
     }
 
 
@@ -390,9 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                 data = lfw_mix(n, args.probes, rng, lfw)
             rows += run(name, data, args)
             del data
-    with tempfile.TemporaryDirectory(prefix="gallery-bench-") as tmp:
-        for n in [int(s) for s in args.redis.split(",") if s.strip()]:
-            rows.append(redis_load(n, Path(tmp)))
+    for n in [int(s) for s in args.redis.split(",") if s.strip()]:
+        rows.append(redis_load(n))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
