@@ -1,4 +1,4 @@
-"""Gallery search benchmark: exact numpy, IVF (faiss, re-ranked exactly) and GPU exact search.
+"""Gallery search benchmark: exact numpy, PQ scan, HNSW and IVF (faiss, re-ranked exactly), GPU exact search.
 
 Two galleries, one row per identity, 128-D:
 
@@ -13,7 +13,8 @@ Two galleries, one row per identity, 128-D:
 
 ``recall_at_1`` / ``recall_at_10``: share of probes whose exact float32 top-1 is the index's top-1 /
 among its top-10 (exact rows: 1.0 for float32 by definition). ``true_top1``: share whose top-1 is the
-probe's own person. ``index`` is exact | ivf | gpu; ivf rows sweep ``--nprobe`` over one build.
+probe's own person. ``index`` is exact | pq | hnsw | ivf | gpu; hnsw rows sweep ``--ef`` and ivf rows
+``--nprobe`` over one build.
 ``--redis`` sizes are also enrolled into a Debian ``redis-server`` on a free loopback port and loaded
 back with ``GalleryIndex.load`` (timed: ``redis_load_s``); the server's dump is kept in
 ``~/.cache/streamproc/bench/redis`` so a rerun skips the enrollment (an hour of a busy machine at 1M).
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from streamproc.gallery.ann import AnnOptions, IvfIndex
 from streamproc.gallery.base import IdentityRows
 from streamproc.gallery.hnsw import HnswIndex
 from streamproc.gallery.index import GalleryIndex
+from streamproc.gallery.pqscan import PqScanIndex
 from streamproc.gallery.redis_store import RedisGalleryStore
 
 DIM = 128
@@ -190,8 +192,10 @@ def run(name: str, data: Data, args: argparse.Namespace) -> list[dict[str, Any]]
         del gpu
     if n > args.ann_max:
         return rows
-    if "hnsw" in args.index:
-        rows += hnsw_rows(name, data, ref, base, args)
+    kinds: tuple[Literal["pq", "hnsw"], ...] = ("pq", "hnsw")
+    for kind in kinds:
+        if kind in args.index.split(","):
+            rows += masked_rows(kind, name, data, ref, base, args)
     if "ivf" in args.index:
         rows += ivf_rows(data, ref, base, args)
     return rows
@@ -222,60 +226,66 @@ def ivf_rows(
     return rows
 
 
-def cached_hnsw(
+def cached_ann(
     gallery: np.ndarray, row_ids: np.ndarray, options: AnnOptions, args: argparse.Namespace
 ) -> tuple[HnswIndex, float]:
-    """The graph of the synthetic gallery of this size and seed, read from ``BENCH_CACHE`` when an
-    earlier run built it (its build time is kept beside it), else built and saved there."""
-    n = len(gallery)
-    path = (
-        BENCH_CACHE
-        / f"hnsw-{n}-seed{args.seed}-m{options.m}-efc{options.ef_construction}-{options.storage}.faiss"
+    """The PQ scan or HNSW graph of the synthetic gallery of this size and seed, read from
+    ``BENCH_CACHE`` when an earlier run built it (its build time is kept beside it), else built and
+    saved there."""
+    n, kind = len(gallery), options.kind
+    cls = PqScanIndex if kind == "pq" else HnswIndex
+    shape = (
+        f"pq{options.pq_m}"
+        if kind == "pq"
+        else f"m{options.m}-efc{options.ef_construction}-{options.storage}"
     )
+    path = BENCH_CACHE / f"{kind}-{n}-seed{args.seed}-{shape}.faiss"
     info = path.with_suffix(".json")
     if info.exists():
-        ann = HnswIndex.read(path, options.hnsw())
+        ann = cls.read(path, options.hnsw())
         if len(ann) == n and ann.dead == 0:
-            print(f"hnsw graph of {n:,d} rows read from {path}", flush=True)
+            print(f"{kind} index of {n:,d} rows read from {path}", flush=True)
             return ann, float(json.loads(info.read_text())["build_s"])
     t = time.perf_counter()
-    ann = HnswIndex.build(gallery, row_ids, options.hnsw())
+    ann = cls.build(gallery, row_ids, options.hnsw())
     build_s = round(time.perf_counter() - t, 2)
-    print(
-        f"hnsw graph of {n:,d} rows (m={options.m}, ef_construction={options.ef_construction}) built in {build_s:.1f}s",
-        flush=True,
-    )
+    print(f"{kind} index of {n:,d} rows ({shape}) built in {build_s:.1f}s", flush=True)
     BENCH_CACHE.mkdir(parents=True, exist_ok=True)
     ann.save(path)
     info.write_text(json.dumps({"build_s": build_s}))
     return ann, build_s
 
 
-def hnsw_rows(
-    name: str, data: Data, ref: np.ndarray, base: dict[str, Any], args: argparse.Namespace
+def masked_rows(
+    kind: Literal["pq", "hnsw"],
+    name: str,
+    data: Data,
+    ref: np.ndarray,
+    base: dict[str, Any],
+    args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
-    """HNSW rows: one graph per size over the synthetic gallery (the lfw-mix gallery is the same
-    gallery with 1,680 rows replaced: those people are re-enrolled into it, i.e. removed and added
-    incrementally, exercising the removal mask), swept over ``--ef``."""
+    """PQ-scan or HNSW rows: one index per size over the synthetic gallery (the lfw-mix gallery is the
+    same gallery with 1,680 rows replaced: those people are re-enrolled into it, i.e. removed and
+    added incrementally, exercising the removal mask); HNSW is swept over ``--ef``."""
     n = len(data[0])
     ids = [str(i) for i in range(n)]
     synthetic_rows = unit(np.random.default_rng(args.seed), n)  # what `synthetic` and `lfw_mix` start from
     options = AnnOptions(
-        min_size=1, kind="hnsw", storage=args.hnsw_storage, candidates=args.candidates, threads=args.threads,
-        m=args.m, ef_construction=args.ef_construction,
+        min_size=1, kind=kind, storage=args.hnsw_storage, candidates=args.candidates, threads=args.threads,
+        m=args.m, ef_construction=args.ef_construction, pq_m=args.pq_m,
     )  # fmt: skip
     index = GalleryIndex.from_arrays(ids, ids, synthetic_rows, ann=None)
-    ann, build_s = cached_hnsw(synthetic_rows, index.row_ids, options, args)
+    ann, build_s = cached_ann(synthetic_rows, index.row_ids, options, args)
     index.use_ann(ann, options)
     changed = np.flatnonzero((synthetic_rows != data[0]).any(axis=1))
     t = time.perf_counter()
     index.add_many([IdentityRows(ids[i], ids[i], data[0][i : i + 1]) for i in changed])
     if len(changed):
-        print(
-            f"{name}: {len(changed):,d} people re-enrolled into the graph in {time.perf_counter() - t:.2f}s",
-            flush=True,
-        )
+        print(f"{name}: {len(changed):,d} people re-enrolled in {time.perf_counter() - t:.2f}s", flush=True)
     del synthetic_rows
+    if kind == "pq":
+        extra = {"index": "pq", "dtype": f"pq{args.pq_m}x4", "build_s": build_s}
+        return rows_for(index, data, ref, base | extra, args)
     rows = []
     dtype = "float32" if args.hnsw_storage == "flat" else "sq8"
     for ef in [int(v) for v in args.ef.split(",")]:
@@ -336,7 +346,9 @@ def redis_load(n: int) -> dict[str, Any]:
                 part = [(f"p{i:08d}", gallery[i : i + 1]) for i in range(s, min(n, s + 100_000))]
                 store.enroll_many(part, MODEL, batch_size=2000)
                 print(f"redis: {s + len(part):,d} of {n:,d} enrolled", flush=True)
-            client.save()
+            client.bgsave()  # SAVE of ~1 GiB outlasts the store's socket timeout
+            while client.info("persistence")["rdb_bgsave_in_progress"]:
+                time.sleep(0.5)
         enroll_s = time.perf_counter() - t
         t = time.perf_counter()
         index = GalleryIndex.load(store, MODEL, ann=None)
@@ -370,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="sq8", choices=["sq8", "flat"])
     parser.add_argument("--candidates", type=int, default=32, help="IVF candidates re-ranked exactly")
     parser.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
-    parser.add_argument("--index", default="hnsw", help="approximate indexes: hnsw, ivf")
+    parser.add_argument("--index", default="pq,hnsw", help="approximate indexes: pq, hnsw, ivf")
+    parser.add_argument("--pq-m", type=int, default=32, help="PQ scan: 4-bit codes a row")
     parser.add_argument("--ef", default="64,128,256", help="HNSW search beam (one row each)")
     parser.add_argument("--m", type=int, default=32, help="HNSW links a node")
     parser.add_argument("--ef-construction", type=int, default=40, help="HNSW build beam")

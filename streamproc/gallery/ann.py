@@ -1,5 +1,6 @@
-"""Approximate candidates for large galleries: an HNSW graph (``hnsw.py``, the default) or a faiss
-inverted-file (IVF) index over unit rows, chosen by ``AnnOptions.kind``; ``build_ann`` / ``read_ann``.
+"""Approximate candidates for large galleries, chosen by ``AnnOptions.kind``: a full scan of 4-bit PQ
+codes (``pqscan.py``, the default), an HNSW graph (``hnsw.py``) or a faiss inverted-file (IVF) index
+over unit rows; ``build_ann`` / ``read_ann``.
 
 IVF:
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from streamproc.errors import InputError
 from streamproc.gallery.hnsw import HnswIndex, HnswOptions
+from streamproc.gallery.pqscan import PqScanIndex
 
 REBUILD_GROWTH = 4.0  # rebuild once the gallery is this many times the size the cells were trained on
 _TRAIN_PER_CELL = 40  # k-means sample: rows per cell (faiss warns below 39)
@@ -48,7 +50,7 @@ class AnnOptions:
     """
 
     min_size: int = 50_000
-    kind: Literal["hnsw", "ivf"] = "hnsw"
+    kind: Literal["pq", "hnsw", "ivf"] = "pq"
     nlist: int = 0
     nprobe: int = 64
     storage: Literal["flat", "sq8"] = "flat"
@@ -57,19 +59,22 @@ class AnnOptions:
     m: int = 32
     ef_construction: int = 40
     ef_search: int = 128
+    pq_m: int = 32
 
     def __post_init__(self) -> None:
         small = min(
             self.nprobe, self.candidates, self.threads, self.m - 1, self.ef_construction, self.ef_search
         )
-        if self.kind not in ("hnsw", "ivf") or self.storage not in ("flat", "sq8") or small < 1:
+        if self.kind not in ("pq", "hnsw", "ivf") or self.storage not in ("flat", "sq8") or small < 1:
             raise InputError(
-                "AnnOptions: expected kind hnsw|ivf, storage flat|sq8, m >= 2 and nprobe, candidates, threads, "
+                "AnnOptions: expected kind pq|hnsw|ivf, storage flat|sq8, m >= 2 and nprobe, candidates, threads, "
                 f"ef_construction, ef_search >= 1, got {self}"
             )
 
     def hnsw(self) -> HnswOptions:
-        return HnswOptions(self.m, self.ef_construction, self.ef_search, self.storage, self.threads)
+        return HnswOptions(
+            self.m, self.ef_construction, self.ef_search, self.storage, self.threads, self.pq_m
+        )
 
     def nlist_for(self, n: int) -> int:
         """Cells for ``n`` rows: ``nlist`` when set, else 2 * sqrt(n) (about 500 rows a cell at 1M)."""
@@ -166,11 +171,11 @@ def build_ann(rows: np.ndarray, ids: np.ndarray, options: AnnOptions) -> AnnInde
     """The index of ``options.kind`` over ``rows`` (float32 unit rows) under ``ids``."""
     if options.kind == "ivf":
         return IvfIndex.build(rows, ids, options)
-    return HnswIndex.build(rows, ids, options.hnsw())
+    return (PqScanIndex if options.kind == "pq" else HnswIndex).build(rows, ids, options.hnsw())
 
 
 def read_ann(path: Path, options: AnnOptions, trained_for: int) -> AnnIndex:
     """An index written by ``save`` (of the kind ``options`` names)."""
     if options.kind == "ivf":
         return IvfIndex.read(path, options, trained_for)
-    return HnswIndex.read(path, options.hnsw())
+    return (PqScanIndex if options.kind == "pq" else HnswIndex).read(path, options.hnsw())

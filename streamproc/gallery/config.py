@@ -102,8 +102,9 @@ class GalleryConfig(BaseModel):
         ge=1,
         description="identities from which search uses the approximate index; None = always exact",
     )
-    ann_index: Literal["hnsw", "ivf"] = Field(
-        "hnsw", description="approximate index: HNSW graph (faster at 1M, no training) or faiss IVF cells"
+    ann_index: Literal["pq", "hnsw", "ivf"] = Field(
+        "pq",
+        description="approximate index: full scan of 4-bit PQ codes (best recall at 1M), HNSW graph or IVF cells",
     )
     ann_nlist: int = Field(0, ge=0, description="IVF cells; 0 = 2 * sqrt(rows), about 2,000 at 1M")
     ann_nprobe: int = Field(64, ge=1, description="IVF cells scanned per probe: more = better recall, slower")
@@ -117,6 +118,9 @@ class GalleryConfig(BaseModel):
     )
     ann_hnsw_ef_construction: int = Field(
         40, ge=1, description="HNSW build beam: more = better graph, slower"
+    )
+    ann_pq_m: int = Field(
+        32, ge=1, le=256, description="PQ scan: 4-bit codes a row (must divide the dimension)"
     )
     ann_hnsw_ef_search: int = Field(
         128, ge=1, description="HNSW search beam: more = better recall, slower search"

@@ -41,6 +41,7 @@ class HnswOptions:
     ef_search: int = 128
     storage: Literal["flat", "sq8"] = "flat"
     threads: int = 1
+    pq_m: int = 32  # PqScanIndex: 4-bit sub-quantizers a row
 
 
 def _graph(dim: int, options: HnswOptions, rows: np.ndarray) -> faiss.IndexHNSW:
@@ -62,7 +63,9 @@ class HnswIndex:
         >>> ann.remove(ids[:1]); ann.search(probes, 32)        # doctest: +SKIP
     """
 
-    def __init__(self, index: faiss.IndexHNSW, options: HnswOptions, rids: np.ndarray, alive: np.ndarray):
+    faiss_type: type = faiss.IndexHNSW  # what ``read`` accepts
+
+    def __init__(self, index: faiss.Index, options: HnswOptions, rids: np.ndarray, alive: np.ndarray):
         self._index = index
         self.options = options
         self.ef_search = options.ef_search
@@ -77,9 +80,15 @@ class HnswIndex:
     def build(cls, rows: np.ndarray, ids: np.ndarray, options: HnswOptions) -> HnswIndex:
         """A graph of ``rows`` (float32 unit rows) under ``ids``."""
         faiss.omp_set_num_threads(options.threads)
-        out = cls(_graph(rows.shape[1], options, rows), options, np.zeros(0, np.int64), np.zeros(0, np.uint8))
+        out = cls(
+            cls._make(rows.shape[1], options, rows), options, np.zeros(0, np.int64), np.zeros(0, np.uint8)
+        )
         out.add(rows, ids)
         return out
+
+    @staticmethod
+    def _make(dim: int, options: HnswOptions, rows: np.ndarray) -> faiss.Index:
+        return _graph(dim, options, rows)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -154,8 +163,8 @@ class HnswIndex:
     @classmethod
     def read(cls, path: Path, options: HnswOptions) -> HnswIndex:
         index = faiss.read_index(str(path))
-        if not isinstance(index, faiss.IndexHNSW):
-            raise ValueError(f"{path}: not an HNSW index")
+        if not isinstance(index, cls.faiss_type):
+            raise ValueError(f"{path}: not a {cls.faiss_type.__name__}")
         with np.load(f"{path}.ids.npz", allow_pickle=False) as saved:
             rids, alive = saved["rids"], saved["alive"]
         if len(rids) != index.ntotal or len(alive) * 8 < len(rids):

@@ -61,6 +61,13 @@ def _unit_rows(rows: np.ndarray) -> np.ndarray:
     return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
+def _grown(a: np.ndarray, cap: int, used: int) -> np.ndarray:
+    """``a`` with ``cap`` rows, the first ``used`` copied (``np.resize`` tiles the old content: slower)."""
+    out = np.empty((cap, *a.shape[1:]), a.dtype)
+    out[:used] = a[:used]
+    return out
+
+
 class GalleryIndex(CandidateSearch, ExactScan):
     """In-memory exact k-NN index of one model version; ``search`` returns the ``k`` closest people.
 
@@ -261,13 +268,10 @@ class GalleryIndex(CandidateSearch, ExactScan):
             self._mat = np.zeros((0, dim), self._mat.dtype)
         if need <= len(self._mat):
             return
-        cap = max(need, int(len(self._mat) * 1.5), 1024)
-        mat = np.empty((cap, dim), self._mat.dtype)
-        mat[: self._n] = self._mat[: self._n]
-        self._mat = mat
-        self._inv = np.resize(self._inv, cap)
-        self._owner = np.resize(self._owner, cap)
-        self._rid = np.resize(self._rid, cap)
+        cap = max(need, 2 * len(self._mat), 1024)  # doubling: a 1M load copies each row about once
+        self._mat, self._inv, self._owner, self._rid = (
+            _grown(a, cap, self._n) for a in (self._mat, self._inv, self._owner, self._rid)
+        )
 
     def add_many(self, items: Sequence[IdentityRows]) -> None:
         """Insert or replace many identities; vectorised for bulk loads."""

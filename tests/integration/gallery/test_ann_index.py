@@ -17,7 +17,8 @@ from tests.unit.gallery.test_index import unit_vectors
 pytestmark = pytest.mark.integration
 IVF = AnnOptions(min_size=200, kind="ivf", nlist=8, nprobe=8, candidates=32)
 HNSW = AnnOptions(min_size=200, kind="hnsw", m=8, ef_search=1000, candidates=32)  # walks every node
-BOTH = pytest.mark.parametrize("ann", [HNSW, IVF], ids=["hnsw", "ivf"])
+PQ = AnnOptions(min_size=200, kind="pq", candidates=1000)  # every row a candidate
+EACH = pytest.mark.parametrize("ann", [PQ, HNSW, IVF], ids=["pq", "hnsw", "ivf"])
 MV = "facenet-v1"
 
 
@@ -33,7 +34,7 @@ def top_names(index: GalleryIndex, probes: np.ndarray, k: int) -> list[list[str]
     return [[m.name for m in r] for r in index.search(probes, k=k)]
 
 
-@BOTH
+@EACH
 def test_deleted_person_is_not_returned_right_after_gallery_delete(
     make_store: StoreFactory, ann: AnnOptions
 ) -> None:
@@ -52,7 +53,7 @@ def test_deleted_person_is_not_returned_right_after_gallery_delete(
     assert found == top_names(exact, probes, 20)
 
 
-@BOTH
+@EACH
 def test_restart_restores_the_saved_index_and_replays_erasures(
     make_store: StoreFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, ann: AnnOptions
 ) -> None:
