@@ -5,7 +5,7 @@ bytes a row at ``pq_m=32``); faiss's fast-scan kernel scores a batch of probes a
 SIMD table look-ups held in registers. Nothing is skipped, so unlike a graph walk or IVF cells the
 true neighbour cannot be lost on the way, only ranked a little too low by the coarse codes;
 ``GalleryIndex`` re-ranks the best ``candidates`` exactly. On random-like 128-D rows at 1M, where an
-HNSW walk missed the nearest row for 14% of probes at ``ef_search=256``, this scan found it for every
+HNSW walk missed the nearest row for 13% of probes at ``ef_search=256``, this scan found it for every
 probe in the top 32 (``bench/gallery_search.py``). Training (k-means over a 100k-row sample) and adding
 1M rows take seconds, so a rebuild is cheap.
 
