@@ -1,4 +1,4 @@
-"""Gallery search benchmark: exact numpy, IVF (faiss, re-ranked exactly) and GPU exact search.
+"""Gallery search benchmark: exact numpy, PQ scan, HNSW and IVF (faiss, re-ranked exactly), GPU exact search.
 
 Two galleries, one row per identity, 128-D:
 
@@ -13,9 +13,12 @@ Two galleries, one row per identity, 128-D:
 
 ``recall_at_1`` / ``recall_at_10``: share of probes whose exact float32 top-1 is the index's top-1 /
 among its top-10 (exact rows: 1.0 for float32 by definition). ``true_top1``: share whose top-1 is the
-probe's own person. ``index`` is exact | ivf | gpu; ivf rows sweep ``--nprobe`` over one build.
+probe's own person. ``index`` is exact | pq | hnsw | ivf | gpu; hnsw rows sweep ``--ef`` and ivf rows
+``--nprobe`` over one build.
 ``--redis`` sizes are also enrolled into a Debian ``redis-server`` on a free loopback port and loaded
-back with ``GalleryIndex.load`` (timed: ``redis_load_s``).
+back with ``GalleryIndex.load`` (timed: ``redis_load_s``); the server's dump is kept in
+``~/.cache/streamproc/bench/redis`` so a rerun skips the enrollment (an hour of a busy machine at 1M).
+``hnsw`` graphs are kept in ``~/.cache/streamproc/bench`` too, with the build time they took.
 
     python bench/gallery_search.py --sizes 10000,100000,1000000 --json out/gallery_search.json
 """
@@ -31,16 +34,18 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from streamproc.gallery.ann import AnnOptions
+from streamproc.gallery.ann import AnnOptions, IvfIndex
+from streamproc.gallery.base import IdentityRows
+from streamproc.gallery.hnsw import HnswIndex
 from streamproc.gallery.index import GalleryIndex
+from streamproc.gallery.pqscan import PqScanIndex
 from streamproc.gallery.redis_store import RedisGalleryStore
 
 DIM = 128
@@ -151,7 +156,13 @@ def rows_for(
             "samples": len(ms),
         }
         rows.append(row)
-        extra = f" nprobe={row['nprobe']:<3d}" if "nprobe" in row else ""
+        extra = (
+            f" nprobe={row['nprobe']:<3d}"
+            if "nprobe" in row
+            else f" ef={row['ef']:<4d}"
+            if "ef" in row
+            else ""
+        )
         print(
             f"{row['data']:>9} {row['identities']:>10,d} {row['index']:>5} {row['dtype']:>7}{extra} batch={batch:<3d} "
             f"p50={row['p50_ms']:8.3f} ms  p99={row['p99_ms']:8.3f} ms  recall@1={recall1:.4f} recall@10={recall10:.4f} "
@@ -181,11 +192,27 @@ def run(name: str, data: Data, args: argparse.Namespace) -> list[dict[str, Any]]
         del gpu
     if n > args.ann_max:
         return rows
-    options = AnnOptions(min_size=1, storage=args.storage, candidates=args.candidates, threads=args.threads)
+    kinds: tuple[Literal["pq", "hnsw"], ...] = ("pq", "hnsw")
+    for kind in kinds:
+        if kind in args.index.split(","):
+            rows += masked_rows(kind, name, data, ref, base, args)
+    if "ivf" in args.index:
+        rows += ivf_rows(data, ref, base, args)
+    return rows
+
+
+def ivf_rows(
+    data: Data, ref: np.ndarray, base: dict[str, Any], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    ids = [str(i) for i in range(len(data[0]))]
+    options = AnnOptions(
+        min_size=1, kind="ivf", storage=args.storage, candidates=args.candidates, threads=args.threads
+    )
     t = time.perf_counter()
     ivf = GalleryIndex.from_arrays(ids, ids, data[0], ann=options)
     build_s = round(time.perf_counter() - t, 2)
-    assert ivf._ann is not None
+    assert isinstance(ivf._ann, IvfIndex)
+    rows = []
     for nprobe in [int(v) for v in args.nprobe.split(",")]:
         ivf._ann.nprobe = nprobe
         extra = {
@@ -199,45 +226,129 @@ def run(name: str, data: Data, args: argparse.Namespace) -> list[dict[str, Any]]
     return rows
 
 
-def redis_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+def cached_ann(
+    gallery: np.ndarray, row_ids: np.ndarray, options: AnnOptions, args: argparse.Namespace
+) -> tuple[HnswIndex, float]:
+    """The PQ scan or HNSW graph of the synthetic gallery of this size and seed, read from
+    ``BENCH_CACHE`` when an earlier run built it (its build time is kept beside it), else built and
+    saved there."""
+    n, kind = len(gallery), options.kind
+    cls = PqScanIndex if kind == "pq" else HnswIndex
+    shape = (
+        f"pq{options.pq_m}"
+        if kind == "pq"
+        else f"m{options.m}-efc{options.ef_construction}-{options.storage}"
+    )
+    path = BENCH_CACHE / f"{kind}-{n}-seed{args.seed}-{shape}.faiss"
+    info = path.with_suffix(".json")
+    if info.exists():
+        ann = cls.read(path, options.hnsw())
+        if len(ann) == n and ann.dead == 0:
+            print(f"{kind} index of {n:,d} rows read from {path}", flush=True)
+            return ann, float(json.loads(info.read_text())["build_s"])
+    t = time.perf_counter()
+    ann = cls.build(gallery, row_ids, options.hnsw())
+    build_s = round(time.perf_counter() - t, 2)
+    print(f"{kind} index of {n:,d} rows ({shape}) built in {build_s:.1f}s", flush=True)
+    BENCH_CACHE.mkdir(parents=True, exist_ok=True)
+    ann.save(path)
+    info.write_text(json.dumps({"build_s": build_s}))
+    return ann, build_s
+
+
+def masked_rows(
+    kind: Literal["pq", "hnsw"],
+    name: str,
+    data: Data,
+    ref: np.ndarray,
+    base: dict[str, Any],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """PQ-scan or HNSW rows: one index per size over the synthetic gallery (the lfw-mix gallery is the
+    same gallery with 1,680 rows replaced: those people are re-enrolled into it, i.e. removed and
+    added incrementally, exercising the removal mask); HNSW is swept over ``--ef``."""
+    n = len(data[0])
+    ids = [str(i) for i in range(n)]
+    synthetic_rows = unit(np.random.default_rng(args.seed), n)  # what `synthetic` and `lfw_mix` start from
+    options = AnnOptions(
+        min_size=1, kind=kind, storage=args.hnsw_storage, candidates=args.candidates, threads=args.threads,
+        m=args.m, ef_construction=args.ef_construction, pq_m=args.pq_m,
+    )  # fmt: skip
+    index = GalleryIndex.from_arrays(ids, ids, synthetic_rows, ann=None)
+    ann, build_s = cached_ann(synthetic_rows, index.row_ids, options, args)
+    index.use_ann(ann, options)
+    changed = np.flatnonzero((synthetic_rows != data[0]).any(axis=1))
+    t = time.perf_counter()
+    index.add_many([IdentityRows(ids[i], ids[i], data[0][i : i + 1]) for i in changed])
+    if len(changed):
+        print(f"{name}: {len(changed):,d} people re-enrolled in {time.perf_counter() - t:.2f}s", flush=True)
+    del synthetic_rows
+    if kind == "pq":
+        extra = {"index": "pq", "dtype": f"pq{args.pq_m}x4", "build_s": build_s}
+        return rows_for(index, data, ref, base | extra, args)
+    rows = []
+    dtype = "float32" if args.hnsw_storage == "flat" else "sq8"
+    for ef in [int(v) for v in args.ef.split(",")]:
+        ann.ef_search = ef
+        extra = {"index": "hnsw", "dtype": dtype, "ef": ef, "m": args.m, "build_s": build_s}
+        rows += rows_for(index, data, ref, base | extra, args)
+    return rows
+
+
+def redis_server(folder: Path, dump: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``redis-server`` on a free loopback port that starts from ``folder/dump`` when it exists."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     binary = shutil.which("redis-server") or sys.exit(
         "redis-server is not installed (apt-get install redis-server)"
     )
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
+        [binary, *args, "--dir", str(folder), "--dbfilename", dump], stdout=subprocess.DEVNULL
     )
-    time.sleep(0.5)
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def redis_load(n: int, folder: Path) -> dict[str, Any]:
-    """Enrol ``n`` synthetic identities (untimed), then time ``GalleryIndex.load`` of them."""
-    gallery = unit(np.random.default_rng(1), n)
-    proc, url = redis_server(folder)
-    try:
-        import redis
+def wait_ready(client: Any, proc: subprocess.Popen[bytes]) -> None:
+    """Until the server answers and has read its dump file."""
+    import redis
 
-        store = RedisGalleryStore(redis.Redis.from_url(url), prefix="bench")
+    while True:
+        if proc.poll() is not None:
+            sys.exit("redis-server exited")
+        try:
+            if client.info("persistence")["loading"] == 0:
+                return
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            pass
+        time.sleep(0.2)
+
+
+def redis_load(n: int) -> dict[str, Any]:
+    """Enrol ``n`` synthetic identities (untimed; the server's dump is kept in ``BENCH_CACHE/redis`` so a
+    rerun starts from it), then time ``GalleryIndex.load`` of them."""
+    import redis
+
+    folder = BENCH_CACHE / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    proc, url = redis_server(folder, f"gallery-{n}.rdb")
+    try:
+        client = redis.Redis.from_url(url)
+        wait_ready(client, proc)
+        store = RedisGalleryStore(client, prefix="bench")
         t = time.perf_counter()
-        for s in range(0, n, 100_000):
-            part = [(f"p{i:08d}", gallery[i : i + 1]) for i in range(s, min(n, s + 100_000))]
-            store.enroll_many(part, MODEL, batch_size=2000)
+        enrolled = client.scard(f"bench:model:{MODEL}:members")
+        if enrolled != n:
+            client.flushdb()
+            gallery = unit(np.random.default_rng(1), n)
+            for s in range(0, n, 100_000):
+                part = [(f"p{i:08d}", gallery[i : i + 1]) for i in range(s, min(n, s + 100_000))]
+                store.enroll_many(part, MODEL, batch_size=2000)
+                print(f"redis: {s + len(part):,d} of {n:,d} enrolled", flush=True)
+            client.bgsave()  # SAVE of ~1 GiB outlasts the store's socket timeout
+            while client.info("persistence")["rdb_bgsave_in_progress"]:
+                time.sleep(0.5)
         enroll_s = time.perf_counter() - t
         t = time.perf_counter()
         index = GalleryIndex.load(store, MODEL, ann=None)
@@ -247,15 +358,13 @@ def redis_load(n: int, folder: Path) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait()
-    print(
-        f"redis load: {n:,d} identities enrolled in {enroll_s:.1f}s, loaded by GalleryIndex.load in {load_s:.2f}s",
-        flush=True,
-    )
+    how = "read from the saved dump" if enrolled == n else f"enrolled in {enroll_s:.1f}s"
+    print(f"redis load: {n:,d} identities {how}, loaded by GalleryIndex.load in {load_s:.2f}s", flush=True)
     return {
         "data": "redis-load",
         "identities": n,
         "redis_load_s": round(load_s, 2),
-        "enroll_s": round(enroll_s, 1),
+        "enroll_s": round(enroll_s, 1) if enrolled != n else None,
     }
 
 
@@ -272,7 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprobe", default="16,32,64,128", help="IVF cells scanned per probe (one row each)")
     parser.add_argument("--storage", default="sq8", choices=["sq8", "flat"])
     parser.add_argument("--candidates", type=int, default=32, help="IVF candidates re-ranked exactly")
-    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads")
+    parser.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
+    parser.add_argument("--index", default="pq,hnsw", help="approximate indexes: pq, hnsw, ivf")
+    parser.add_argument("--pq-m", type=int, default=32, help="PQ scan: 4-bit codes a row")
+    parser.add_argument("--ef", default="64,128,256", help="HNSW search beam (one row each)")
+    parser.add_argument("--m", type=int, default=32, help="HNSW links a node")
+    parser.add_argument("--ef-construction", type=int, default=40, help="HNSW build beam")
+    parser.add_argument("--hnsw-storage", default="flat", choices=["sq8", "flat"])
     parser.add_argument("--ann-max", type=int, default=10_000_000, help="largest size given an IVF index")
     parser.add_argument("--skip-exact", action="store_true", help="no exact numpy rows (still the reference)")
     parser.add_argument("--seed", type=int, default=0)
@@ -300,9 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                 data = lfw_mix(n, args.probes, rng, lfw)
             rows += run(name, data, args)
             del data
-    with tempfile.TemporaryDirectory(prefix="gallery-bench-") as tmp:
-        for n in [int(s) for s in args.redis.split(",") if s.strip()]:
-            rows.append(redis_load(n, Path(tmp)))
+    for n in [int(s) for s in args.redis.split(",") if s.strip()]:
+        rows.append(redis_load(n))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))

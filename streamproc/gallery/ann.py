@@ -1,4 +1,8 @@
-"""Approximate candidates for large galleries: a faiss inverted-file (IVF) index over unit rows.
+"""Approximate candidates for large galleries, chosen by ``AnnOptions.kind``: a full scan of 4-bit PQ
+codes (``pqscan.py``, the default), an HNSW graph (``hnsw.py``) or a faiss inverted-file (IVF) index
+over unit rows; ``build_ann`` / ``read_ann``.
+
+IVF:
 
 k-means, trained on a sample of the gallery, splits the rows into ``nlist`` cells; a search scans only
 the ``nprobe`` cells closest to each probe and returns the ids of the best rows found there.
@@ -10,7 +14,7 @@ distances are exact and only a true neighbour lying in an unscanned cell can be 
   is what makes an erasure immediate. Cells trained on a small gallery grow unbalanced as it grows,
   so ``GalleryIndex`` rebuilds when it has grown ``REBUILD_GROWTH`` times past the trained size.
 * faiss runs its loops on OpenMP threads; ``threads`` sets them for the process (on a machine shared
-  with the decoder and the embedder, 1 or 2).
+  with the decoder and the embedder, 1 or 2). A batch of probes is spread over them.
 
 >>> rows = np.eye(4, 8, dtype=np.float32)
 >>> ann = IvfIndex.build(rows, np.arange(4), AnnOptions(nlist=2, nprobe=2))
@@ -29,6 +33,8 @@ import faiss
 import numpy as np
 
 from streamproc.errors import InputError
+from streamproc.gallery.hnsw import HnswIndex, HnswOptions
+from streamproc.gallery.pqscan import PqScanIndex
 
 REBUILD_GROWTH = 4.0  # rebuild once the gallery is this many times the size the cells were trained on
 _TRAIN_PER_CELL = 40  # k-means sample: rows per cell (faiss warns below 39)
@@ -44,18 +50,31 @@ class AnnOptions:
     """
 
     min_size: int = 50_000
+    kind: Literal["pq", "hnsw", "ivf"] = "pq"
     nlist: int = 0
     nprobe: int = 64
-    storage: Literal["flat", "sq8"] = "sq8"
+    storage: Literal["flat", "sq8"] = "flat"
     candidates: int = 32
     threads: int = 1
+    m: int = 32
+    ef_construction: int = 40
+    ef_search: int = 128
+    pq_m: int = 32
 
     def __post_init__(self) -> None:
-        if self.storage not in ("flat", "sq8") or self.nprobe < 1 or self.candidates < 1 or self.threads < 1:
+        small = min(
+            self.nprobe, self.candidates, self.threads, self.m - 1, self.ef_construction, self.ef_search
+        )
+        if self.kind not in ("pq", "hnsw", "ivf") or self.storage not in ("flat", "sq8") or small < 1:
             raise InputError(
-                "AnnOptions: expected storage flat|sq8 and nprobe, candidates, threads >= 1, got "
-                f"{self.storage} {self.nprobe} {self.candidates} {self.threads}"
+                "AnnOptions: expected kind pq|hnsw|ivf, storage flat|sq8, m >= 2 and nprobe, candidates, threads, "
+                f"ef_construction, ef_search >= 1, got {self}"
             )
+
+    def hnsw(self) -> HnswOptions:
+        return HnswOptions(
+            self.m, self.ef_construction, self.ef_search, self.storage, self.threads, self.pq_m
+        )
 
     def nlist_for(self, n: int) -> int:
         """Cells for ``n`` rows: ``nlist`` when set, else 2 * sqrt(n) (about 500 rows a cell at 1M)."""
@@ -118,6 +137,10 @@ class IvfIndex:
         code = 4 * self._index.d if self.options.storage == "flat" else self._index.d
         return len(self) * (code + 8) + self.nlist * self._index.d * 4
 
+    def needs_rebuild(self, rows: int) -> bool:
+        """Whether the gallery (``rows``) outgrew the cells: ``REBUILD_GROWTH`` times the trained size."""
+        return rows > REBUILD_GROWTH * self.trained_for
+
     def add(self, rows: np.ndarray, ids: np.ndarray) -> None:
         if len(rows):
             self._index.add_with_ids(np.ascontiguousarray(rows, np.float32), np.asarray(ids, np.int64))
@@ -139,3 +162,20 @@ class IvfIndex:
     @classmethod
     def read(cls, path: Path, options: AnnOptions, trained_for: int) -> IvfIndex:
         return cls(faiss.read_index(str(path)), options, trained_for)
+
+
+AnnIndex = IvfIndex | HnswIndex
+
+
+def build_ann(rows: np.ndarray, ids: np.ndarray, options: AnnOptions) -> AnnIndex:
+    """The index of ``options.kind`` over ``rows`` (float32 unit rows) under ``ids``."""
+    if options.kind == "ivf":
+        return IvfIndex.build(rows, ids, options)
+    return (PqScanIndex if options.kind == "pq" else HnswIndex).build(rows, ids, options.hnsw())
+
+
+def read_ann(path: Path, options: AnnOptions, trained_for: int) -> AnnIndex:
+    """An index written by ``save`` (of the kind ``options`` names)."""
+    if options.kind == "ivf":
+        return IvfIndex.read(path, options, trained_for)
+    return (PqScanIndex if options.kind == "pq" else HnswIndex).read(path, options.hnsw())

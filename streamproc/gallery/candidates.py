@@ -1,7 +1,8 @@
-"""How ``GalleryIndex`` finds candidates beyond its exact numpy scan: an IVF index or a GPU mirror.
+"""How ``GalleryIndex`` finds candidates beyond its exact numpy scan: a PQ scan, HNSW or IVF index, or a
+GPU mirror.
 
 A mix-in of ``GalleryIndex`` (rows, stable row ids and options live there). From
-``AnnOptions.min_size`` rows the IVF index (``ann.py``) proposes candidates; with a ``device`` the torch
+``AnnOptions.min_size`` rows the approximate index (``ann.py``: PQ scan, HNSW or IVF) proposes candidates; with a ``device`` the torch
 mirror (``torch_search.py``) scans every row. Either way the candidates are re-ranked against the
 index's own float32 rows or int8 codes, so reported distances are exact.
 """
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from streamproc import env
-from streamproc.gallery.ann import REBUILD_GROWTH, AnnOptions, IvfIndex
+from streamproc.gallery.ann import AnnIndex, AnnOptions, build_ann
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.quantize import dequantize
 
@@ -27,7 +28,7 @@ log = logging.getLogger("streamproc.gallery.index")
 
 
 class CandidateSearch:
-    """The IVF and GPU candidate paths of ``GalleryIndex``."""
+    """The approximate (HNSW, IVF) and GPU candidate paths of ``GalleryIndex``."""
 
     model_version: str
     dtype: str
@@ -37,27 +38,40 @@ class CandidateSearch:
     _rid: np.ndarray
     _pos: np.ndarray
     _n: int
-    _ann: IvfIndex | None
+    _ann: AnnIndex | None
     _gpu: TorchRows | None
 
     _top_rows: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # the exact scan (ExactScan)
 
     @property
-    def kind(self) -> Literal["exact", "ivf", "gpu"]:
-        """How ``search`` finds candidates now: numpy exact scan, IVF + exact re-rank, or torch exact."""
+    def kind(self) -> Literal["exact", "pq", "ivf", "hnsw", "gpu"]:
+        """How ``search`` finds candidates now: numpy exact scan, PQ scan, HNSW or IVF + exact re-rank, or
+        torch exact."""
         if self._gpu is not None:
             return "gpu"
         ann = self.ann_options
-        return "ivf" if self._ann is not None and ann is not None and self._n >= ann.min_size else "exact"
+        return ann.kind if self._ann is not None and ann is not None and self._n >= ann.min_size else "exact"
 
     def _refresh_ann(self) -> None:
-        """Build the approximate index once the gallery reaches ``min_size`` (rebuild when it outgrew
-        the cells it was trained for); below that size an existing one is kept current, not used."""
+        """Build the approximate index once the gallery reaches ``min_size``; rebuild when it went stale
+        (IVF: outgrew its cells; PQ scan, HNSW: too many removed rows). Below ``min_size`` an existing one is
+        kept current, not used."""
         ann = self.ann_options
         if self._gpu is not None or ann is None or self._n < ann.min_size:
             return
-        if self._ann is None or self._n > REBUILD_GROWTH * self._ann.trained_for:
+        if self._ann is None or self._ann.needs_rebuild(self._n):
             self.build_ann()
+
+    def use_ann(self, ann: AnnIndex, options: AnnOptions) -> None:
+        """Search through ``ann``, built elsewhere over exactly this index's rows under their row ids
+        (``row_ids``), e.g. read back from a file; later changes keep it current."""
+        self.ann_options = options
+        self._ann = ann
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        """The stable id of each row, what an approximate index holds."""
+        return self._rid[: self._n]
 
     def build_ann(self) -> None:
         """(Re)build the approximate index over every row now (``search`` uses it from ``min_size``)."""
@@ -65,14 +79,14 @@ class CandidateSearch:
         started = time.perf_counter()
         rows = self._mat[: self._n]
         self._ann = None
-        self._ann = IvfIndex.build(
+        self._ann = build_ann(
             dequantize(rows) if rows.dtype == np.int8 else rows, self._rid[: self._n], options
         )
         log.info(
-            "gallery index %s: IVF of %d rows in %d cells (%s) built in %.1fs",
+            "gallery index %s: %s of %d rows (%s) built in %.1fs",
             self.model_version,
+            options.kind.upper(),
             self._n,
-            self._ann.nlist,
             options.storage,
             time.perf_counter() - started,
         )
@@ -83,7 +97,7 @@ class CandidateSearch:
         if kind == "gpu" and self._gpu is not None:
             _, rows = self._gpu.top(self._mat, self._n, p, max(m, 16))
             return self._rerank(p, rows, m)
-        if kind == "ivf" and self._ann is not None and self.ann_options is not None:
+        if kind in ("pq", "ivf", "hnsw") and self._ann is not None and self.ann_options is not None:
             unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
             ids = self._ann.search(unit, max(m, self.ann_options.candidates))
             return self._rerank(p, np.where(ids >= 0, self._pos[np.maximum(ids, 0)], -1), m)  # -1: none
@@ -114,11 +128,16 @@ def index_options(config: GalleryConfig) -> dict[str, Any]:
     if config.ann_min_size is not None:
         ann = AnnOptions(
             min_size=config.ann_min_size,
+            kind=config.ann_index,
             nlist=config.ann_nlist,
             nprobe=config.ann_nprobe,
             storage=config.ann_storage,
             candidates=config.ann_candidates,
             threads=config.ann_threads,
+            m=config.ann_hnsw_m,
+            ef_construction=config.ann_hnsw_ef_construction,
+            ef_search=config.ann_hnsw_ef_search,
+            pq_m=config.ann_pq_m,
         )
     return {
         "dtype": config.dtype,

@@ -100,15 +100,31 @@ class GalleryConfig(BaseModel):
     ann_min_size: int | None = Field(
         50_000,
         ge=1,
-        description="identities from which search uses the approximate (IVF) index; None = always exact",
+        description="identities from which search uses the approximate index; None = always exact",
+    )
+    ann_index: Literal["pq", "hnsw", "ivf"] = Field(
+        "pq",
+        description="approximate index: full scan of 4-bit PQ codes (best recall at 1M), HNSW graph or IVF cells",
     )
     ann_nlist: int = Field(0, ge=0, description="IVF cells; 0 = 2 * sqrt(rows), about 2,000 at 1M")
     ann_nprobe: int = Field(64, ge=1, description="IVF cells scanned per probe: more = better recall, slower")
     ann_storage: Literal["flat", "sq8"] = Field(
-        "sq8", description="IVF cell storage: float32 rows or 8-bit codes (candidates are re-ranked exactly)"
+        "flat", description="approximate index storage: float32 rows or 8-bit codes (re-ranked exactly)"
     )
-    ann_candidates: int = Field(32, ge=1, description="IVF candidates per probe re-ranked exactly")
+    ann_candidates: int = Field(32, ge=1, description="approximate candidates per probe re-ranked exactly")
     ann_threads: int = Field(1, ge=1, le=256, description="faiss OpenMP threads of this process")
+    ann_hnsw_m: int = Field(
+        32, ge=2, le=256, description="HNSW links a node: more = better recall, slower build"
+    )
+    ann_hnsw_ef_construction: int = Field(
+        40, ge=1, description="HNSW build beam: more = better graph, slower"
+    )
+    ann_pq_m: int = Field(
+        32, ge=1, le=256, description="PQ scan: 4-bit codes a row (must divide the dimension)"
+    )
+    ann_hnsw_ef_search: int = Field(
+        128, ge=1, description="HNSW search beam: more = better recall, slower search"
+    )
     search_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="exact search on a CUDA GPU (torch, float16) when 'auto' finds one or 'cuda'"
     )

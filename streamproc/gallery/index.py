@@ -39,7 +39,7 @@ import numpy as np
 
 from streamproc.errors import GalleryError, IncompatibleModels, InputError
 from streamproc.gallery import index_cache
-from streamproc.gallery.ann import AnnOptions, IvfIndex
+from streamproc.gallery.ann import AnnIndex, AnnOptions
 from streamproc.gallery.base import ChangeEvent, Changes, GalleryStore, IdentityRows, Match
 from streamproc.gallery.candidates import CandidateSearch, index_options
 from streamproc.gallery.config import GalleryConfig
@@ -59,6 +59,13 @@ def _unit_rows(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows, np.float32)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+
+
+def _grown(a: np.ndarray, cap: int, used: int) -> np.ndarray:
+    """``a`` with ``cap`` rows, the first ``used`` copied (``np.resize`` tiles the old content: slower)."""
+    out = np.empty((cap, *a.shape[1:]), a.dtype)
+    out[:used] = a[:used]
+    return out
 
 
 class GalleryIndex(CandidateSearch, ExactScan):
@@ -117,7 +124,7 @@ class GalleryIndex(CandidateSearch, ExactScan):
         self._rid = np.zeros(0, np.int64)  # row -> stable row id (what the approximate index holds)
         self._pos = np.zeros(0, np.int64)  # stable row id -> row
         self._next_rid = 0
-        self._ann: IvfIndex | None = None
+        self._ann: AnnIndex | None = None
         self._gpu: TorchRows | None = None
         if self.device is not None:
             from streamproc.gallery.torch_search import TorchRows
@@ -261,13 +268,10 @@ class GalleryIndex(CandidateSearch, ExactScan):
             self._mat = np.zeros((0, dim), self._mat.dtype)
         if need <= len(self._mat):
             return
-        cap = max(need, int(len(self._mat) * 1.5), 1024)
-        mat = np.empty((cap, dim), self._mat.dtype)
-        mat[: self._n] = self._mat[: self._n]
-        self._mat = mat
-        self._inv = np.resize(self._inv, cap)
-        self._owner = np.resize(self._owner, cap)
-        self._rid = np.resize(self._rid, cap)
+        cap = max(need, 2 * len(self._mat), 1024)  # doubling: a 1M load copies each row about once
+        self._mat, self._inv, self._owner, self._rid = (
+            _grown(a, cap, self._n) for a in (self._mat, self._inv, self._owner, self._rid)
+        )
 
     def add_many(self, items: Sequence[IdentityRows]) -> None:
         """Insert or replace many identities; vectorised for bulk loads."""

@@ -1,7 +1,8 @@
-"""A ``GalleryIndex`` saved to disk, so a restarted replica skips the Redis load and the IVF build.
+"""A ``GalleryIndex`` saved to disk, so a restarted replica skips the Redis load and the index build.
 
 One folder per store prefix and model version holds ``meta.json`` (change-log cursor, settings, a
-token), ``rows-<token>.npz`` (the rows, their owners and the id/name lists) and ``ann-<token>.faiss``.
+token), ``rows-<token>.npz`` (the rows, their owners and the id/name lists) and ``ann-<token>.faiss``
+(HNSW: with ``ann-<token>.faiss.ids.npz``, its id map and the bitmap of removed nodes).
 The meta file is replaced last, so a crash mid-save leaves the previous save readable.
 
 ``restore`` refuses a save made with other settings, and one whose cursor is ahead of the store's
@@ -26,14 +27,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamproc.gallery.ann import IvfIndex
+from streamproc.gallery.ann import read_ann
 from streamproc.gallery.redis_base import stream_key
 
 if TYPE_CHECKING:
     from streamproc.gallery.index import GalleryIndex
 
 log = logging.getLogger(__name__)
-_FORMAT = 1
+_FORMAT = 2
 
 
 def _settings(index: GalleryIndex) -> dict[str, object]:
@@ -43,7 +44,7 @@ def _settings(index: GalleryIndex) -> dict[str, object]:
         "model_version": index.model_version,
         "dtype": index.dtype,
         "match": index.match,
-        "ann": None if ann is None else [ann.nlist, ann.storage],
+        "ann": None if ann is None else [ann.kind, ann.nlist, ann.storage, ann.m, ann.ef_construction],
     }
 
 
@@ -52,7 +53,7 @@ def _text(values: Sequence[str | None]) -> np.ndarray:
 
 
 def save(index: GalleryIndex, folder: Path) -> None:
-    """Write ``index`` (rows, ids, names, IVF, cursor) to ``folder``; no-op without an IVF index."""
+    """Write ``index`` (rows, ids, names, approximate index, cursor) to ``folder``; no-op without one."""
     ann = index._ann
     if ann is None:
         return
@@ -82,7 +83,7 @@ def save(index: GalleryIndex, folder: Path) -> None:
     tmp = folder / "meta.json.tmp"
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, folder / "meta.json")
-    for old in [*folder.glob("rows-*.npz"), *folder.glob("ann-*.faiss")]:
+    for old in [*folder.glob("rows-*.npz"), *folder.glob("ann-*")]:
         if token not in old.name:
             old.unlink(missing_ok=True)
     log.info(
@@ -114,7 +115,7 @@ def restore(index: GalleryIndex, folder: Path) -> bool:
     try:
         with np.load(folder / f"rows-{token}.npz", allow_pickle=False) as saved:
             arrays = {key: saved[key] for key in saved.files}
-        ann = IvfIndex.read(folder / f"ann-{token}.faiss", index.ann_options, int(meta["trained_for"]))
+        ann = read_ann(folder / f"ann-{token}.faiss", index.ann_options, int(meta["trained_for"]))
     except (OSError, ValueError, RuntimeError) as exc:
         log.warning("gallery index cache %s is unreadable (%s): reloading", folder, exc)
         return False

@@ -1,4 +1,5 @@
-"""The IVF gallery index over a real Redis: erasure, restart from the saved index, a trimmed log."""
+"""The approximate gallery index (HNSW and IVF) over a real Redis: erasure, restart from the saved
+index, a trimmed log."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from tests.integration.gallery.conftest import StoreFactory
 from tests.unit.gallery.test_index import unit_vectors
 
 pytestmark = pytest.mark.integration
-IVF = AnnOptions(min_size=200, nlist=8, nprobe=8, candidates=32)
+IVF = AnnOptions(min_size=200, kind="ivf", nlist=8, nprobe=8, candidates=32)
+HNSW = AnnOptions(min_size=200, kind="hnsw", m=8, ef_search=1000, candidates=32)  # walks every node
+PQ = AnnOptions(min_size=200, kind="pq", candidates=1000)  # every row a candidate
+EACH = pytest.mark.parametrize("ann", [PQ, HNSW, IVF], ids=["pq", "hnsw", "ivf"])
 MV = "facenet-v1"
 
 
@@ -30,10 +34,13 @@ def top_names(index: GalleryIndex, probes: np.ndarray, k: int) -> list[list[str]
     return [[m.name for m in r] for r in index.search(probes, k=k)]
 
 
-def test_deleted_person_is_not_returned_right_after_gallery_delete(make_store: StoreFactory) -> None:
+@EACH
+def test_deleted_person_is_not_returned_right_after_gallery_delete(
+    make_store: StoreFactory, ann: AnnOptions
+) -> None:
     store, names, rows = enrol(make_store, 600)
-    index = GalleryIndex.load(store, MV, ann=IVF)
-    assert index.kind == "ivf" and len(index) == 600
+    index = GalleryIndex.load(store, MV, ann=ann)
+    assert index.kind == ann.kind and len(index) == 600
     victims = [5, 77, 301]
     probes = rows[victims]  # the very embeddings enrolled: the nearest neighbour at distance 0
     assert [r[0] for r in top_names(index, probes, 1)] == [names[v] for v in victims]
@@ -46,20 +53,21 @@ def test_deleted_person_is_not_returned_right_after_gallery_delete(make_store: S
     assert found == top_names(exact, probes, 20)
 
 
+@EACH
 def test_restart_restores_the_saved_index_and_replays_erasures(
-    make_store: StoreFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_store: StoreFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, ann: AnnOptions
 ) -> None:
     store, names, rows = enrol(make_store, 500)
-    first = GalleryIndex.load(store, MV, ann=IVF, cache_dir=tmp_path)
+    first = GalleryIndex.load(store, MV, ann=ann, cache_dir=tmp_path)
     assert any(tmp_path.glob("*/ann-*.faiss"))
     store.delete(names[10])  # while the replica is down
     newcomer = unit_vectors(1, seed=99)
     store.enroll("newcomer", newcomer, MV)
     del first
     caplog.set_level(logging.INFO, logger="streamproc.gallery")
-    again = GalleryIndex.load(store, MV, ann=IVF, cache_dir=tmp_path)
-    assert "restored" in caplog.text and "loaded in" not in caplog.text
-    assert again.kind == "ivf" and len(again) == 500
+    again = GalleryIndex.load(store, MV, ann=ann, cache_dir=tmp_path)
+    assert "restored" in caplog.text and "loaded in" not in caplog.text and "built" not in caplog.text
+    assert again.kind == ann.kind and len(again) == 500
     probes = np.concatenate([rows[[10, 11]], newcomer])
     got = top_names(again, probes, 3)
     assert names[10] not in {n for r in got for n in r}

@@ -1,6 +1,10 @@
-"""The IVF path and the torch exact path of ``GalleryIndex`` against brute force, through updates."""
+"""The HNSW and IVF paths and the torch exact path of ``GalleryIndex`` against brute force, through
+updates; the HNSW index's removal mask and its save/read."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,10 +12,15 @@ import torch
 
 from streamproc.gallery.ann import AnnOptions
 from streamproc.gallery.base import IdentityRows
+from streamproc.gallery.hnsw import HnswIndex, HnswOptions
 from streamproc.gallery.index import GalleryIndex
-from tests.unit.gallery.test_index import assert_matches, brute_force, make_people, noisy
+from streamproc.gallery.pqscan import PqScanIndex
+from tests.unit.gallery.test_index import assert_matches, brute_force, make_people, noisy, unit_vectors
 
-SCAN_ALL = AnnOptions(min_size=100, nlist=16, nprobe=16, candidates=64, storage="flat")
+SCAN_ALL = AnnOptions(min_size=100, kind="ivf", nlist=16, nprobe=16, candidates=64, storage="flat")
+# a beam wider than the gallery: the walk reaches every node, so the candidates are the exact ones
+WALK_ALL = AnnOptions(min_size=100, kind="hnsw", m=8, ef_search=4000, candidates=64)
+PQ_WIDE = AnnOptions(min_size=100, kind="pq", candidates=8000)  # every row a candidate: ids, churn
 
 
 def probes_of(people: list[IdentityRows], every: int = 97) -> np.ndarray:
@@ -38,14 +47,15 @@ def churn(index: GalleryIndex, people: list[IdentityRows]) -> list[IdentityRows]
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 @pytest.mark.parametrize("match", ["mean", "best"])
 @pytest.mark.parametrize("storage", ["flat", "sq8"])
-def test_ivf_scanning_every_cell_equals_brute_force_through_churn(
-    dtype: str, match: str, storage: str
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "pq"])
+def test_approximate_index_seeing_everything_equals_brute_force_through_churn(
+    dtype: str, match: str, storage: str, kind: str
 ) -> None:
     people = make_people(1500, [1, 2, 5])
-    options = AnnOptions(min_size=100, nlist=16, nprobe=16, candidates=64, storage=storage)  # type: ignore[arg-type]
-    index = GalleryIndex("v1", dtype=dtype, match=match, ann=options)  # type: ignore[arg-type]
+    base = {"ivf": SCAN_ALL, "hnsw": WALK_ALL, "pq": PQ_WIDE}[kind]
+    index = GalleryIndex("v1", dtype=dtype, match=match, ann=replace(base, storage=storage))  # type: ignore[arg-type]
     index.add_many(people)
-    assert index.kind == "ivf"
+    assert index.kind == kind
     probes = probes_of(people)
     assert_matches(index.search(probes, k=5), brute_force(people, probes, 5, match, dtype))
     left = churn(index, people)
@@ -53,9 +63,10 @@ def test_ivf_scanning_every_cell_equals_brute_force_through_churn(
     assert_matches(index.search(probes, k=5), brute_force(left, probes, 5, match, dtype))
 
 
-def test_removed_person_is_never_a_candidate() -> None:
+@pytest.mark.parametrize("options", [SCAN_ALL, WALK_ALL, PQ_WIDE], ids=["ivf", "hnsw", "pq"])
+def test_removed_person_is_never_a_candidate(options: AnnOptions) -> None:
     people = make_people(1000, [1])
-    index = GalleryIndex("v1", ann=SCAN_ALL)
+    index = GalleryIndex("v1", ann=options)
     index.add_many(people)
     victims = people[::10]
     probes = np.concatenate([v.rows for v in victims])  # their exact enrolled rows: distance 0
@@ -69,14 +80,69 @@ def test_removed_person_is_never_a_candidate() -> None:
     assert_matches(results, brute_force(left, probes, 10, "mean", "float32"))
 
 
-def test_small_gallery_searches_exactly_and_switches_to_ivf_at_min_size() -> None:
+def test_small_gallery_searches_exactly_and_switches_to_pq_scan_at_min_size() -> None:
     people = make_people(300, [1])
-    index = GalleryIndex("v1", ann=AnnOptions(min_size=200, nlist=8, nprobe=8))
+    index = GalleryIndex("v1", ann=AnnOptions(min_size=200, m=8))
     index.add_many(people[:150])
     assert index.kind == "exact"
     index.add_many(people[150:])
-    assert index.kind == "ivf"
+    assert index.kind == "pq"  # the default
     assert GalleryIndex("v1", ann=None).kind == "exact"
+
+
+@pytest.mark.parametrize("cls", [HnswIndex, PqScanIndex])
+def test_masked_index_hides_removed_rows_adds_after_and_reads_back_what_it_saved(
+    tmp_path: Path, cls: type[HnswIndex]
+) -> None:
+    rows = unit_vectors(600, seed=5)
+    ann = cls.build(rows[:500], np.arange(1000, 1500), HnswOptions(m=8, ef_search=600))
+    assert ann.search(rows[[3, 400]], 1).tolist() == [[1003], [1400]]
+    assert ann.remove(np.array([1003, 1400, 1003, 99])) == 2  # twice and unknown: counted once, never
+    ann.add(rows[500:], np.arange(2000, 2100))
+    got = ann.search(rows[[3, 400, 550]], 500)
+    assert not {1003, 1400} & set(got.ravel().tolist()) and got[2, 0] == 2050
+    assert (got >= 0).all() and all(len(set(r)) == 500 for r in got.tolist())  # live nodes fill k
+    ann.save(tmp_path / "g.faiss")
+    back = cls.read(tmp_path / "g.faiss", ann.options)
+    assert back.dead == 2 and len(back) == 600
+    np.testing.assert_array_equal(back.search(rows[[3, 400, 550]], 500), got)
+    assert back.remove(np.array([2050])) == 1 and 2050 not in back.search(rows[550:551], 10)
+    assert not back.needs_rebuild(600) and back.remove(np.arange(1000, 1200)) == 199  # 1003 was already
+    assert back.needs_rebuild(600)  # over a quarter of the nodes are dead
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "pq"])
+def test_removed_people_around_a_probe_do_not_crowd_out_the_living(kind: str) -> None:
+    """Fifty look-alikes of one face, forty of them erased: the 32 candidates must all be living people,
+    not graph nodes of the erased (filtered later, they would leave fewer than ``k`` matches)."""
+    rng = np.random.default_rng(8)
+    crowd = noisy(np.repeat(unit_vectors(1, seed=8), 50, 0), 0.05, 9)
+    others = unit_vectors(2000, seed=10)
+    options = AnnOptions(min_size=100, kind=kind, m=16, ef_search=64, candidates=32)  # type: ignore[arg-type]
+    index = GalleryIndex("v1", ann=options)
+    index.add_many([IdentityRows(f"c{i}", f"C {i}", crowd[i : i + 1]) for i in range(50)])
+    index.add_many([IdentityRows(f"o{i}", f"O {i}", others[i : i + 1]) for i in range(2000)])
+    erased = [f"c{i}" for i in rng.permutation(50)[:40]]
+    for ident in erased:
+        index.remove(ident)
+    got = index.search(crowd[:5], k=20)
+    assert all(len(r) == 20 and not set(erased) & {m.identity_id for m in r} for r in got)
+    living = {f"c{i}" for i in range(50)} - set(erased)
+    assert all({m.identity_id for m in r[:10]} == living for r in got)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "pq"])
+def test_masked_index_rebuilds_from_live_rows_once_a_quarter_was_removed(kind: str) -> None:
+    people = make_people(400, [1])
+    index = GalleryIndex("v1", ann=AnnOptions(min_size=100, kind=kind, m=8, ef_search=800, candidates=200))  # type: ignore[arg-type]
+    index.add_many(people)
+    first = index._ann
+    for person in people[:120]:
+        index.remove(person.identity_id)
+    index.add_many([])  # a sync after erasures: the index checks whether to rebuild
+    assert index._ann is not first and index._ann is not None and len(index._ann) == 280
+    probes = probes_of(people[120:], 17)
+    assert_matches(index.search(probes, k=5), brute_force(people[120:], probes, 5, "mean", "float32"))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
