@@ -62,6 +62,12 @@ class DetectorConfig(Section):
         (0.6, 0.7, 0.7), description="MTCNN P/R/O-Net score thresholds, each in [0, 1]"
     )
     scale_factor: float = Field(0.709, gt=0.1, lt=1.0, description="MTCNN image-pyramid scale step")
+    max_side: int | None = Field(
+        None,
+        ge=32,
+        description="detect on a copy shrunk to this longer side (boxes mapped back, crops cut from the "
+        "full frame), but never so far that min_face_size falls under the detector's window; None = full size",
+    )
     device: Device = Field("cpu", description="torch device for the detector: cpu, cuda, cuda:N or mps")
     pick: Literal["center", "largest", "score"] = Field(
         "center", description="which face LFW evaluation and the demo take when a photo has several"
