@@ -105,6 +105,11 @@ class EmbedderConfig(Section):
     batch_size: int = Field(64, ge=1, description="faces per forward pass")
     device: Device = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     threads: int = Field(0, ge=0, le=256, description="torch intra-op threads; 0 = torch default")
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="autocast dtype on CUDA (with channels_last); auto = bfloat16 where the GPU has it, "
+        "else float16; other devices always run float32",
+    )
 
 
 class ImageConfig(Section):
