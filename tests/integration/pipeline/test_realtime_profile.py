@@ -1,43 +1,42 @@
-"""``configs/realtime.yaml`` end to end: the demo video of real faces, a gallery enrolled with the
-profile's own model (MobileFaceNet, version mfn192), detection on a shrunk copy of each frame."""
+"""``configs/realtime.yaml`` end to end, as a user runs it: enrol the celebrities with the profile
+(MobileFaceNet, version mfn192) into Redis, then run the demo video of real faces with it,
+detecting on a shrunk copy of each frame."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
-import numpy as np
-
+from streamproc.commands.gallery import enroll_people
 from streamproc.config import load_config
-from streamproc.faces import FacePipeline, read_image
-from streamproc.gallery.index import GalleryIndex
+from streamproc.faces import FacePipeline
 from streamproc.runtime.local import LocalRunner
+
+from .conftest import Gallery
 
 PROFILE = Path(__file__).resolve().parents[3] / "configs" / "realtime.yaml"
 
 
-def enroll(pipeline: FacePipeline, root: Path) -> GalleryIndex:
-    names, rows = [], []
-    for person in sorted(p for p in (root / "train").iterdir() if p.is_dir()):
-        result = pipeline.embed_subjects([read_image(p) for p in sorted(person.iterdir())[:4]])
-        mean = result.embeddings[~result.failed].mean(axis=0)
-        names.append(person.name)
-        rows.append(mean / np.linalg.norm(mean))
-    return GalleryIndex.from_arrays(names, names, np.stack(rows), model_version=pipeline.model_version)
-
-
 def test_realtime_profile_names_everyone_shown(
-    celebrity_dir: Path, demo_video: Path, demo_people: set[str]
+    gallery: Gallery, celebrity_dir: Path, demo_video: Path, demo_people: set[str]
 ) -> None:
     sources = [{"uri": str(demo_video), "stream_id": "demo"}]
-    # the demo video is 480 px wide: a 320 px copy keeps its faces above the 40 px minimum
+    # the demo video is 480 px wide: a 320 px copy keeps its 70 px faces above the 40 px minimum
     config = load_config(
-        PROFILE, ["sources=" + json.dumps(sources), "detector.max_side=320", "detect.every_k_frames=2"]
+        PROFILE,
+        [
+            f"gallery.url={json.dumps(gallery.url)}",
+            f"gallery.prefix=rt-{uuid.uuid4().hex[:8]}",
+            "sources=" + json.dumps(sources),
+            "detector.max_side=320",
+            "detect.every_k_frames=2",
+        ],
     )
-    pipeline = FacePipeline(config)
-    assert pipeline.model_version == "mfn192"
-    assert pipeline.detector.detect_scale(360, 480) == 320 / 480
-    summary = LocalRunner(config, index=enroll(pipeline, celebrity_dir)).run()
+    people = {p.name: sorted(p.iterdir())[:4] for p in sorted((celebrity_dir / "train").iterdir())}
+    assert enroll_people(config, people, quiet=True) == 0
+    assert FacePipeline(config).detector.detect_scale(360, 480) == 320 / 480
+    summary = LocalRunner(config).run()
     assert summary.ok
     assert {d.identity for d in summary.decisions} == demo_people
-    assert all(d.model_version == "mfn192" for d in summary.decisions)
+    assert all(d.model_version == d.gallery_version == "mfn192" for d in summary.decisions)
