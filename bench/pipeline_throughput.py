@@ -20,11 +20,15 @@ Methods, all with the same models (MTCNN, FaceNet Inception-ResNet-v1) and the s
   (default placement: MTCNN in the stream actor, one embedding actor);
 * ``ours_ray_pool``: the same with a pool of detector actors (``runtime.detectors`` = CPUs, half a
   CPU each, half a CPU for the embedder and for the stream actor), which detects the batches of a
-  single stream in parallel.
+  single stream in parallel;
+* ``ours_ray_realtime``: ``RayRunner`` with the real-time profile ``configs/realtime.yaml``
+  (detection on a copy at most 640 px wide for faces from 40 px, MobileFaceNet, 5 faces embedded
+  a track), against a gallery enrolled with the same profile.
 
 frames/s = frames / wall time of the processing (models loaded before the clock starts, Ray
 actors started before it too). ``realtime_streams_640x480``: the largest N for which N copies of
-the 640x480 30-fps video run at once on Ray with every stream at >= 30 frames/s.
+the 640x480 30-fps video run at once on Ray with every stream at >= 30 frames/s (default config);
+``realtime_streams_640x480_realtime``: the same with the real-time profile.
 
     python bench/pipeline_throughput.py --json out/pipeline_throughput.json
 """
@@ -69,6 +73,7 @@ from streamproc.stages.track import TrackStage
 from streamproc.types import FrameBatch
 
 SYNTH_W, SYNTH_H, SYNTH_FPS, SPRITE = 640, 480, 30, 128
+REALTIME_PROFILE = Path(__file__).resolve().parents[1] / "configs" / "realtime.yaml"
 REALTIME_FPS = 30.0
 
 
@@ -179,9 +184,9 @@ def ours(summary: RunSummary) -> dict[str, Any]:
     return {"frames": summary.frames, "wall_s": summary.wall_s, "fps": summary.fps, "tracks": tracks}
 
 
-def pipeline_config(paths: Sequence[Path], *extra: str) -> Config:
+def pipeline_config(paths: Sequence[Path], *extra: str, profile: Path | None = None) -> Config:
     sources = [{"uri": str(p), "stream_id": f"{p.stem}-{i}"} for i, p in enumerate(paths)]
-    return load_config(None, ["sources=" + json.dumps(sources), *extra])
+    return load_config(profile, ["sources=" + json.dumps(sources), *extra])
 
 
 def pool_settings() -> list[str]:
@@ -206,7 +211,9 @@ def identity_counts(tracks: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(Counter(t["identity"] for t in tracks).items()))
 
 
-def compare_with_naive(ours: list[dict[str, Any]], naive: list[dict[str, Any]]) -> dict[str, Any]:
+def compare_with_naive(
+    ours: list[dict[str, Any]], naive: list[dict[str, Any]], profile: Path | None = None
+) -> dict[str, Any]:
     """Decisions carry no boxes, so tracks are paired by time overlap and identity.
 
     ``agree``: our decisions for which a naive track overlapping in time has the same majority
@@ -214,8 +221,8 @@ def compare_with_naive(ours: list[dict[str, Any]], naive: list[dict[str, Any]]) 
     (``min_frames`` detections at every ``every_k_frames``-th frame) with no overlapping decision of
     ours naming that person.
     """
-    defaults = load_config(None)
-    long_faces = defaults.aggregate.min_frames * defaults.detect.every_k_frames
+    config = load_config(profile)
+    long_faces = config.aggregate.min_frames * config.detect.every_k_frames
 
     def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return bool(a["t"][0] <= b["t"][1] and b["t"][0] <= a["t"][1])
@@ -245,7 +252,9 @@ def print_tracks(method: str, result: dict[str, Any]) -> None:
         )
 
 
-def bench_video(name: str, path: Path, pipeline: FacePipeline, index: GalleryIndex) -> dict[str, Any]:
+def bench_video(
+    name: str, path: Path, pipeline: FacePipeline, index: GalleryIndex, realtime_index: GalleryIndex
+) -> dict[str, Any]:
     threshold = pipeline.embedder.card.threshold_for(pipeline.model_version)
     print(f"\n== {name}: {path.name}", flush=True)
     out: dict[str, Any] = {"decode_only": decode_only(path)}
@@ -261,37 +270,53 @@ def bench_video(name: str, path: Path, pipeline: FacePipeline, index: GalleryInd
     print(f"  ours, ray        {out['ours_ray']['fps']:8.1f} frames/s", flush=True)
     out["ours_ray_pool"] = ours(run_ray(pipeline_config([path], *pool_settings()), index))
     print(f"  ours, ray + detector pool {out['ours_ray_pool']['fps']:8.1f} frames/s", flush=True)
+    out["ours_ray_realtime"] = ours(
+        run_ray(pipeline_config([path], profile=REALTIME_PROFILE), realtime_index)
+    )
+    print(f"  ours, ray, real-time profile {out['ours_ray_realtime']['fps']:8.1f} frames/s", flush=True)
     out["ratio_ray_vs_naive"] = out["ours_ray"]["fps"] / out["naive"]["fps"]
     out["ratio_ray_pool_vs_naive"] = out["ours_ray_pool"]["fps"] / out["naive"]["fps"]
     out["ratio_local_vs_naive"] = out["ours_local"]["fps"] / out["naive"]["fps"]
+    out["ratio_ray_realtime_vs_naive"] = out["ours_ray_realtime"]["fps"] / out["naive"]["fps"]
     print(
         f"  ray / naive      {out['ratio_ray_vs_naive']:8.2f}x   (ray + pool / naive {out['ratio_ray_pool_vs_naive']:.2f}x, "
-        f"local / naive {out['ratio_local_vs_naive']:.2f}x)"
+        f"local / naive {out['ratio_local_vs_naive']:.2f}x, real-time profile / naive "
+        f"{out['ratio_ray_realtime_vs_naive']:.2f}x)"
     )
     print("  per-track decisions:")
-    for method in ("naive", "ours_local", "ours_ray", "ours_ray_pool"):
+    for method in ("naive", "ours_local", "ours_ray", "ours_ray_pool", "ours_ray_realtime"):
         print_tracks(method, out[method])
     same = out["ours_local"]["tracks"] == out["ours_ray"]["tracks"] == out["ours_ray_pool"]["tracks"]
     out["same_decisions_local_ray"] = same
     out["vs_naive"] = compare_with_naive(out["ours_ray"]["tracks"], out["naive"]["tracks"])
-    v = out["vs_naive"]
-    print(
-        f"  local, ray and ray + pool: identical per-track decisions: {same}\n"
-        f"  ray vs naive: {v['agree']}/{v['ours']} of our decisions name who the naive loop names at that time; "
-        f"naive tracks with a known person and >= {v['long_faces']} faces: {v['naive_long_known']}, "
-        f"missed by ours: {v['missed']}; identities naive {v['naive_identities']} vs ours {v['ours_identities']}"
+    out["realtime_vs_naive"] = compare_with_naive(
+        out["ours_ray_realtime"]["tracks"], out["naive"]["tracks"], REALTIME_PROFILE
     )
+    print(f"  local, ray and ray + pool: identical per-track decisions: {same}")
+    print_agreement("ray", out["vs_naive"])
+    print_agreement("real-time profile", out["realtime_vs_naive"])
     return out
 
 
-def realtime_streams(path: Path, index: GalleryIndex, max_streams: int) -> tuple[int, list[dict[str, Any]]]:
+def print_agreement(method: str, v: dict[str, Any]) -> None:
     print(
-        f"\n== real time: N copies of {path.name} at once on Ray, each needs >= {REALTIME_FPS:g} frames/s",
+        f"  {method} vs naive: {v['agree']}/{v['ours']} of our decisions name who the naive loop names at that time; "
+        f"naive tracks with a known person and >= {v['long_faces']} faces: {v['naive_long_known']}, "
+        f"missed by ours: {v['missed']}; identities naive {v['naive_identities']} vs ours {v['ours_identities']}"
+    )
+
+
+def realtime_streams(
+    path: Path, index: GalleryIndex, max_streams: int, profile: Path | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    print(
+        f"\n== real time ({profile.name if profile else 'default config'}): N copies of {path.name} at once "
+        f"on Ray, each needs >= {REALTIME_FPS:g} frames/s",
         flush=True,
     )
     best, trials = 0, []
     for n in range(1, max_streams + 1):
-        summary = run_ray(pipeline_config([path] * n), index)
+        summary = run_ray(pipeline_config([path] * n, profile=profile), index)
         per_stream = [s.fps for s in summary.streams.values()]
         ok = summary.ok and min(per_stream) >= REALTIME_FPS
         trials.append(
@@ -320,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         "--max-streams", type=int, default=8, help="most copies tried for the real-time count"
     )
     parser.add_argument("--keep", action="store_true", help="keep the synthetic video (default: deleted)")
+    parser.add_argument(
+        "--only-realtime",
+        action="store_true",
+        help="only the real-time profile: its run on each video and its real-time stream count",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -333,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = FacePipeline(config)
     root = fetch.celebrity_dataset()
     index = enroll(pipeline, root)
+    realtime_index = enroll(FacePipeline(load_config(REALTIME_PROFILE)), root)
     load = os.getloadavg()[0]
     print(
         f"machine: {cpus} CPUs, load average {load:.2f} at start, torch {torch.__version__}, "
@@ -350,8 +381,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipping the 1080p street video: {street} not found (set STREAMPROC_SHARED_DATA)")
     videos["synth-640x480"] = synth
 
-    results = {name: bench_video(name, path, pipeline, index) for name, path in videos.items()}
+    if args.only_realtime:
+        for name, path in videos.items():
+            summary = ours(run_ray(pipeline_config([path], profile=REALTIME_PROFILE), realtime_index))
+            print(f"\n== {name}: real-time profile on ray {summary['fps']:8.1f} frames/s")
+            print_tracks("ours_ray_realtime", summary)
+        realtime_streams(synth, realtime_index, args.max_streams, REALTIME_PROFILE)
+        ray.shutdown()
+        return 0
+    results = {
+        name: bench_video(name, path, pipeline, index, realtime_index) for name, path in videos.items()
+    }
     n_realtime, trials = realtime_streams(synth, index, args.max_streams)
+    n_profile, profile_trials = realtime_streams(synth, realtime_index, args.max_streams, REALTIME_PROFILE)
     ray.shutdown()
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
@@ -366,8 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         "fps_ours_ray_detector_pool": primary["ours_ray_pool"]["fps"],
         "ratio_ray_vs_naive": primary["ratio_ray_vs_naive"],
         "ratio_ray_detector_pool_vs_naive": primary["ratio_ray_pool_vs_naive"],
+        "fps_ours_ray_realtime": primary["ours_ray_realtime"]["fps"],
+        "ratio_ray_realtime_vs_naive": primary["ratio_ray_realtime_vs_naive"],
         "realtime_streams_640x480": n_realtime,
         "realtime_trials": trials,
+        "realtime_streams_640x480_realtime": n_profile,
+        "realtime_trials_realtime": profile_trials,
         "machine": {
             "cpus": cpus,
             "load_average_at_start": load,
@@ -385,16 +431,20 @@ def main(argv: list[str] | None = None) -> int:
         "fps_ours_ray_detector_pool",
         "ratio_ray_vs_naive",
         "ratio_ray_detector_pool_vs_naive",
+        "fps_ours_ray_realtime",
+        "ratio_ray_realtime_vs_naive",
     ):
-        print(f"  {key:<26} {report[key]:8.2f}")
-    print(f"  {'realtime_streams_640x480':<26} {n_realtime:8d}")
+        print(f"  {key:<34} {report[key]:8.2f}")
+    print(f"  {'realtime_streams_640x480':<34} {n_realtime:8d}")
+    print(f"  {'realtime_streams_640x480_realtime':<34} {n_profile:8d}")
     for name, r in results.items():
-        v = r["vs_naive"]
+        v, p = r["vs_naive"], r["realtime_vs_naive"]
         print(
             f"  {name}: ray/naive {r['ratio_ray_vs_naive']:.2f}x, ray+pool/naive {r['ratio_ray_pool_vs_naive']:.2f}x, "
-            f"local/naive {r['ratio_local_vs_naive']:.2f}x, "
-            f"decisions agreeing with naive {v['agree']}/{v['ours']}, long naive tracks missed {v['missed']}/"
-            f"{v['naive_long_known']}, local == ray == ray+pool: {r['same_decisions_local_ray']}"
+            f"local/naive {r['ratio_local_vs_naive']:.2f}x, real-time profile/naive {r['ratio_ray_realtime_vs_naive']:.2f}x; "
+            f"decisions agreeing with naive {v['agree']}/{v['ours']} (profile {p['agree']}/{p['ours']}), "
+            f"long naive tracks missed {v['missed']}/{v['naive_long_known']} (profile {p['missed']}/"
+            f"{p['naive_long_known']}), local == ray == ray+pool: {r['same_decisions_local_ray']}"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

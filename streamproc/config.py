@@ -62,6 +62,12 @@ class DetectorConfig(Section):
         (0.6, 0.7, 0.7), description="MTCNN P/R/O-Net score thresholds, each in [0, 1]"
     )
     scale_factor: float = Field(0.709, gt=0.1, lt=1.0, description="MTCNN image-pyramid scale step")
+    max_side: int | None = Field(
+        None,
+        ge=32,
+        description="detect on a copy shrunk to this longer side (boxes mapped back, crops cut from the "
+        "full frame), but never so far that min_face_size falls under the detector's window; None = full size",
+    )
     device: Device = Field("cpu", description="torch device for the detector: cpu, cuda, cuda:N or mps")
     pick: Literal["center", "largest", "score"] = Field(
         "center", description="which face LFW evaluation and the demo take when a photo has several"
@@ -99,6 +105,11 @@ class EmbedderConfig(Section):
     batch_size: int = Field(64, ge=1, description="faces per forward pass")
     device: Device = Field("cpu", description="torch device: cpu, cuda, cuda:N or mps")
     threads: int = Field(0, ge=0, le=256, description="torch intra-op threads; 0 = torch default")
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="autocast dtype on CUDA (with channels_last); auto = bfloat16 where the GPU has it, "
+        "else float16; other devices always run float32",
+    )
 
 
 class ImageConfig(Section):

@@ -35,6 +35,8 @@ class HaarDetector(Detector):
         0
     """
 
+    config: DetectorConfig
+    min_window = 24  # the cascade's window (haarcascade_frontalface_default is trained on 24x24)
     scale_step = 1.1  # window growth between scans
     min_neighbors = 5  # overlapping hits needed to report a face
 
@@ -46,11 +48,14 @@ class HaarDetector(Detector):
             raise ModelError(f"could not load the Haar cascade {path}; reinstall opencv-python-headless")
 
     def _detect(self, images: list[np.ndarray]) -> list[Faces]:
-        return [self._one(image) for image in images]
+        return self._detect_at(images, [1.0] * len(images))
 
-    def _one(self, image: np.ndarray) -> Faces:
+    def _detect_at(self, images: list[np.ndarray], scales: list[float]) -> list[Faces]:
+        return [self._one(image, scale) for image, scale in zip(images, scales, strict=True)]
+
+    def _one(self, image: np.ndarray, scale: float) -> Faces:
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        side = self.config.min_face_size
+        side = max(1, round(self.config.min_face_size * scale))
         rects, _, level_weights = self.cascade.detectMultiScale3(
             gray, self.scale_step, self.min_neighbors, minSize=(side, side), outputRejectLevels=True
         )

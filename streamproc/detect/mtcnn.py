@@ -132,7 +132,7 @@ def load_net(net: nn.Module, path: Path, sha256: str | None = None) -> nn.Module
     return net.eval()
 
 
-def pyramid_scales(height: int, width: int, min_face_size: int, factor: float) -> list[float]:
+def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
     """Scales at which P-Net's 12 px window covers faces from ``min_face_size`` up to the image.
 
     >>> [round(s, 3) for s in pyramid_scales(40, 40, 20, 0.5)]
@@ -223,6 +223,8 @@ class MTCNN(Detector):
         [1, 2]
     """
 
+    config: DetectorConfig
+    min_window = PNET_CELL  # P-Net's window: faces smaller than this are never found
     pnet_pixels = 1 << 22  # input pixels per P-Net forward pass
     rnet_chunk = 2048  # crops per R-Net forward pass
     onet_chunk = 512  # crops per O-Net forward pass
@@ -235,10 +237,13 @@ class MTCNN(Detector):
         self.rnet = load_net(RNet(), weights_dir / "rnet.pt", WEIGHTS_SHA256["rnet.pt"]).to(self.device)
         self.onet = load_net(ONet(), weights_dir / "onet.pt", WEIGHTS_SHA256["onet.pt"]).to(self.device)
 
-    @torch.inference_mode()
     def _detect(self, images: list[np.ndarray]) -> list[Faces]:
+        return self._detect_at(images, [1.0] * len(images))
+
+    @torch.inference_mode()
+    def _detect_at(self, images: list[np.ndarray], scales: list[float]) -> list[Faces]:
         images = [np.ascontiguousarray(im) for im in images]
-        cand = self._propose(images)
+        cand = self._propose(images, [self.config.min_face_size * s for s in scales])
         if len(cand):
             cand = self._refine(images, cand)
         landmarks = torch.zeros(0, 5, 2)
@@ -257,14 +262,15 @@ class MTCNN(Detector):
             )
         return result
 
-    def _propose(self, images: list[np.ndarray]) -> _Candidates:
-        """P-Net over every pyramid scale; NMS 0.5 within a scale, 0.7 across scales."""
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, im in enumerate(images):
-            by_shape.setdefault(im.shape, []).append(i)
+    def _propose(self, images: list[np.ndarray], min_faces: list[float]) -> _Candidates:
+        """P-Net over every pyramid scale (from each image's smallest face in its own pixels, so a
+        shrunk copy starts lower); NMS 0.5 within a scale, 0.7 across scales."""
+        by_shape: dict[tuple[int, int, float], list[int]] = {}
+        for i, (im, min_face) in enumerate(zip(images, min_faces, strict=True)):
+            by_shape.setdefault((im.shape[0], im.shape[1], min_face), []).append(i)
         parts = []
-        for (height, width, _), members in by_shape.items():
-            for scale in pyramid_scales(height, width, self.config.min_face_size, self.config.scale_factor):
+        for (height, width, min_face), members in by_shape.items():
+            for scale in pyramid_scales(height, width, min_face, self.config.scale_factor):
                 size = (math.ceil(width * scale), math.ceil(height * scale))
                 per_pass = max(1, self.pnet_pixels // (size[0] * size[1]))
                 for start in range(0, len(members), per_pass):
