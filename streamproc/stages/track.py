@@ -150,6 +150,7 @@ class TrackStage(Stage):
         self.detect = detect or DetectStageConfig(every_k_frames=1)
         self.aggregate = aggregate or AggregateConfig()
         self._streams: dict[str, _Stream] = {}
+        self._ended: dict[str, int] = {}  # stream -> next free id, once its end reset it (see split)
 
     def tracks(self, stream_id: str) -> list[TrackView]:
         """The live tracks of one stream, tentative ones included."""
@@ -157,6 +158,8 @@ class TrackStage(Stage):
         return [] if state is None else [t.view() for t in state.tracks]
 
     def process(self, batch: FrameBatch) -> FrameBatch:
+        if batch.stream_id not in self._streams:
+            self._ended.pop(batch.stream_id, None)  # a replay: ids start again at 0
         state = self._streams.setdefault(batch.stream_id, _Stream())
         faces = batch.faces
         scheduled = batch.detected
@@ -177,6 +180,7 @@ class TrackStage(Stage):
         if batch.end_of_stream:
             out.closed.extend(t.track_id for t in state.tracks if t.track_id >= 0)
             self.reset(batch.stream_id)
+            self._ended[batch.stream_id] = state.next_id
         tracked = dataclasses.replace(faces, track_id=out.track_id, needs_embedding=out.needs_embedding)
         return dataclasses.replace(batch, faces=tracked, closed_tracks=[*batch.closed_tracks, *out.closed])
 
@@ -248,11 +252,18 @@ class TrackStage(Stage):
 
     def reset(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
+        self._ended.pop(stream_id, None)
 
     def split(self, stream_id: str, track_id: int) -> tuple[int, bool]:
         """A new id for the faces of ``track_id`` from now on (its appearance changed): the live
         track with that id takes it and embeds its next faces afresh. Returns ``(new id, live)``,
-        ``live`` False when no live track has ``track_id`` any more (the id is still new)."""
+        ``live`` False when no live track has ``track_id`` any more (the id is still new). The guard
+        runs batches behind the tracker: after the tracker met the stream's end, ids go on from
+        where the stream stopped, never from 0."""
+        if stream_id in self._ended and stream_id not in self._streams:
+            new_id = self._ended[stream_id]
+            self._ended[stream_id] = new_id + 1
+            return new_id, False
         state = self._streams.setdefault(stream_id, _Stream())
         new_id, state.next_id = state.next_id, state.next_id + 1
         for track in state.tracks:

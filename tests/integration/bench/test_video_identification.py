@@ -136,12 +136,12 @@ def test_naive_scoring_judges_every_face_on_its_own() -> None:
     video = two_shot_video(bench)
     a = np.array([100.0, 100, 200, 230])
     seen = [
-        bench.Seen(0, 0, a, group=0, name=None),
-        bench.Seen(0, 1, a, group=1, name="ada"),
-        bench.Seen(0, 2, a, group=2, name="ada"),  # cy named ada: wrong, and a stranger named
-        bench.Seen(0, 3, a, group=3, name=None),
+        bench.Seen(0, 0, a, group=0, name="ada", distance=0.9),  # too far: unknown
+        bench.Seen(0, 1, a, group=1, name="ada", distance=0.3),
+        bench.Seen(0, 2, a, group=2, name="ada", distance=0.5),  # cy named ada: wrong, and a stranger named
+        bench.Seen(0, 3, a, group=3, name="bob", distance=0.6),  # unknown at the threshold
     ]
-    out = bench.score_naive(seen, [video], bench.appearances([video], {"ada"}))
+    out = bench.score_naive(seen, [video], bench.appearances([video], {"ada"}), threshold=0.55)
     assert out["appearance_recall"] == 1.0
     assert out["wrong_name_rate"] == pytest.approx(1 / 4)
     assert out["stranger_named_rate"] == pytest.approx(1 / 2)

@@ -3,10 +3,13 @@
 * ``ray_cluster`` (from tests/conftest.py): one local Ray cluster for the session (2 CPUs, ~200 MB object store, no
   dashboard); runners find it initialised and leave it alone.
 * ``gallery``: an embedded Redis-compatible server (``EmbeddedRedis``, the product's own) in a
-  temporary folder, with the five celebrities enrolled from a few of their *train* images through
-  ``FacePipeline`` (the same detector, alignment and model as the video pipeline).
+  temporary folder, with four of the five celebrities enrolled from a few of their *train* images
+  through ``FacePipeline`` (the same detector, alignment and model as the video pipeline); the fifth,
+  ``STRANGER``, is never enrolled.
 * ``make_demo_video(path, segments)``: a 480x360 video at 12 fps in which faces cut from the
-  *val* images (never enrolled) move across a plain background; ``demo_video`` is a ready one.
+  *val* images (never enrolled) move along two fixed lanes of a plain background. Every segment
+  boundary is a hard cut where the next person appears where the last one stood: the tracker and the
+  appearance guard must split there. ``demo_video`` is a ready one, with the stranger in it.
 * ``make_config(sources, *overrides)``: a small, fast pipeline config against that gallery.
 * ``rtsp_server``: the real GStreamer RTSP server factory of ``tests/integration/rtsp``.
 """
@@ -37,10 +40,11 @@ SPRITE = 112  # side of the pasted face patch; the face itself is about 70 px
 SEGMENT_FRAMES = 18  # 1.5 s per segment
 TRAIN_IMAGES = 4  # enrolled images per person
 
+STRANGER = "mindy_kaling"  # shown, never enrolled
 Segment = tuple[str | None, str | None]  # who walks in the upper and in the lower lane
 DEFAULT_SEGMENTS: tuple[Segment, ...] = (
     ("ben_afflek", "madonna"),
-    ("jerry_seinfeld", "mindy_kaling"),
+    ("jerry_seinfeld", STRANGER),  # each takes the place of the person above them at a hard cut
     ("elton_john", None),
 )
 
@@ -84,7 +88,9 @@ def gallery(
     server = EmbeddedRedis(tmp_path_factory.mktemp("gallery"))
     url = server.start()
     prefix = f"pipe-{uuid.uuid4().hex[:8]}"
-    people = tuple(sorted(p.name for p in (celebrity_dir / "train").iterdir() if p.is_dir()))
+    people = tuple(
+        sorted(p.name for p in (celebrity_dir / "train").iterdir() if p.is_dir() and p.name != STRANGER)
+    )
     store = RedisGalleryStore(connect(url), prefix=prefix)
     for person in people:
         images = [read_image(p) for p in sorted((celebrity_dir / "train" / person).iterdir())[:TRAIN_IMAGES]]
@@ -96,7 +102,8 @@ def gallery(
 
 
 def demo_frames(sprites: dict[str, np.ndarray], segments: Sequence[Segment]) -> list[np.ndarray]:
-    """Frames where each segment's people move right through two lanes that swap every segment."""
+    """Frames where people move right along two fixed lanes, 2 px a frame: at every segment boundary
+    the next person takes the place of the last one mid-stride (a hard cut that boxes cannot see)."""
     background = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
     background[:, :, 1] = np.linspace(60, 160, WIDTH).astype(np.uint8)[None, :]
     frames = []
@@ -106,8 +113,8 @@ def demo_frames(sprites: dict[str, np.ndarray], segments: Sequence[Segment]) -> 
             for lane, person in enumerate(pair):
                 if person is None:
                     continue
-                x = 20 + lane * 240 + step * 2
-                y = 40 if (lane + index) % 2 == 0 else 200  # the lanes swap, so tracks never carry over
+                x = 20 + lane * 240 + (index * SEGMENT_FRAMES + step) * 2 % 108  # 3 segments, then back
+                y = 40 if lane == 0 else 200
                 frame[y : y + SPRITE, x : x + SPRITE] = sprites[person]
             frames.append(frame)
     return frames
@@ -137,8 +144,8 @@ def demo_video(make_demo_video: MakeVideo, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def demo_people() -> set[str]:
-    """Who appears in ``demo_video``."""
-    return {p for pair in DEFAULT_SEGMENTS for p in pair if p is not None}
+    """The enrolled people who appear in ``demo_video`` (the stranger is not one of them)."""
+    return {p for pair in DEFAULT_SEGMENTS for p in pair if p is not None} - {STRANGER}
 
 
 MakeConfig = Callable[..., Config]

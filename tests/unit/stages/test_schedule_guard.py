@@ -107,6 +107,21 @@ def test_guard_asks_the_tracker_for_the_new_id_and_the_live_track_takes_it() -> 
     assert tracker.next_id("cam") == 2
 
 
+def test_a_split_after_the_tracker_reached_the_end_never_reuses_an_id() -> None:
+    """Files run ahead: the tracker may have seen the end of the stream (and reset it) before the
+    guard, batches behind, splits a track. The new id must still be one no track of the stream had."""
+    tracker = TrackStage(TrackConfig(min_hits=1))
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    two = Faces(boxes=[[0, 0, 20, 20], [40, 40, 60, 60]], scores=[1, 1], frame_index=[0, 0])
+    tracker(FrameBatch("cam", frames, [0.0, 0.04], faces=two))
+    tracker(FrameBatch("cam", frames[:0], np.zeros(0), end_of_stream=True))
+    first, _ = tracker.split("cam", 1)
+    second, _ = tracker.split("cam", first)
+    assert first not in (0, 1) and second not in (0, 1, first)
+    replay = tracker(FrameBatch("cam", frames, [0.0, 0.04], faces=two))  # a replay numbers from 0 again
+    assert replay.faces.track_id.tolist() == [0, 1]
+
+
 def test_tracker_closes_every_track_at_a_cut_even_where_boxes_overlap() -> None:
     tracker = TrackStage(TrackConfig())
     box = Faces(boxes=[[10, 10, 50, 50]], scores=[1])
