@@ -114,7 +114,7 @@ def test_rtsp_stream_recognised_on_ray(
 
     assert summary.ok, summary.streams
     (stream,) = summary.streams.values()
-    assert known(summary) == demo_people, outline(summary.decisions)  # all five, and nobody else
+    assert known(summary) == demo_people, outline(summary.decisions)  # every enrolled person, nobody else
     assert stream.frames >= 36  # at least two of the loop's three 18-frame segments went by
 
 
