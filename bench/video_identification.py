@@ -24,6 +24,8 @@ decisions per appearance, frames/s; and the stills detect-and-identify rate at t
 
 Embeddings of the photos are cached under ``~/.cache/streamproc/bench`` (keyed by model, alignment
 and the photo list): the first run embeds ~3,700 photos (5-15 minutes on a shared 2-core CPU).
+The naive loop's faces (nearest person and distance) are cached there per video file and model, so a
+rerun with other ``--set`` values only runs ours.
 
     python bench/video_identification.py [--quick] [--json] [--fpir 0.01] [--set track.max_missed=3]
 """

@@ -37,7 +37,8 @@ def run_lagging(chain: StreamChain, pipeline: FacePipeline, lag: int) -> list[De
         if not pending:
             break
         front, crops = pending.pop(0)
-        embeddings = pipeline.embedder(crops) if len(crops) else np.zeros((0, 128), np.float32)
+        dim = pipeline.embedder.card.embedding_dim
+        embeddings = pipeline.embedder(crops) if len(crops) else np.zeros((0, dim), np.float32)
         decisions += chain.back(front.seq, embeddings).decisions
     chain.close()
     return decisions
