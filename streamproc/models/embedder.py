@@ -5,6 +5,11 @@ non-blocking copy on CUDA) and are normalised there. On CUDA the model runs unde
 (``embedder.precision``: bfloat16 where the GPU has it, else float16) in channels_last layout,
 and the rows are normalised again in float32; every other device runs float32 throughout.
 
+With ``embedder.flip`` (off by default) each crop is also run mirrored and the two rows are
+averaged (test-time augmentation): one model pass of twice the faces. On LFW stills against 1,680
+people it raised the detect-and-identify rate at FPIR 1% from 0.7762 to 0.81 (800 probes) but
+lowered LFW 10-fold verification from 0.9940 to 0.9930, and it doubles the embedding cost.
+
 Example:
     >>> emb = Embedder.from_model(InceptionResnetV1().eval(), ModelCard(
     ...     name="x", version="v0", arch="inception_resnet_v1", embedding_dim=128, input_size=160))
@@ -118,9 +123,13 @@ class Embedder:
 
     def _forward(self, crops: np.ndarray) -> np.ndarray:
         x = normalise(to_device(crops, self.device), self.card)
+        if self.config.flip:
+            x = torch.cat([x, x.flip(3)])  # NCHW: mirrored left to right
         if self.autocast is None:
-            return self.model(x).float().cpu().numpy()
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.autocast):
-            rows = self.model(x)
-        return F.normalize(rows.float(), dim=1).cpu().numpy()
+            rows = self.model(x).float()
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                rows = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+        if self.config.flip:
+            rows = rows[: len(crops)] + rows[len(crops) :]
+        return F.normalize(rows, dim=1).cpu().numpy()

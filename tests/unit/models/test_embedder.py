@@ -51,12 +51,25 @@ def reference(embedder: Embedder, crops: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("model", ["facenet-irv1-128", "mobilefacenet-192"])
 def test_cpu_path_equals_the_reference_preprocessing(model, lfw_crops):
     torch.set_num_threads(1)
-    embedder = Embedder(EmbedderConfig(model=model, batch_size=5))  # 12 faces: batches of 5, 5, 2
+    embedder = Embedder(EmbedderConfig(model=model, batch_size=5, flip=False))  # batches of 5, 5, 2
     assert embedder.autocast is None  # CPU keeps float32
     got = embedder(lfw_crops)
     want = reference(embedder, lfw_crops)
     np.testing.assert_allclose(got, want, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_flip_averages_each_face_with_its_mirror_image(lfw_crops):
+    """A face and its mirror image get the same row: the mean of the two plain rows, normalised."""
+    torch.set_num_threads(1)
+    embedder = Embedder(EmbedderConfig(batch_size=5, flip=True))
+    mirrored = np.ascontiguousarray(lfw_crops[:, :, ::-1])
+    got, got_mirrored = embedder(lfw_crops), embedder(mirrored)
+    np.testing.assert_allclose(got, got_mirrored, atol=2e-5)
+    both = reference(embedder, lfw_crops) + reference(embedder, mirrored)
+    np.testing.assert_allclose(got, both / np.linalg.norm(both, axis=1, keepdims=True), atol=2e-5)
+    plain = reference(embedder, lfw_crops)
+    assert np.abs(got - plain).max() > 0.01  # mirroring changes the row: a real face is not symmetric
 
 
 @pytest.mark.parametrize(
