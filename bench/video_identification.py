@@ -409,10 +409,20 @@ def score_ours(
         if len({shown[a].person for a in c}) > 1
     ]
     answers = [((int(d.stream_id), d.track_id), d.identity) for d in decisions]
+    wrong = []
+    for d in decisions:
+        inside = {shown[a].person: shown[a].enrolled for a in held.get((int(d.stream_id), d.track_id), {})}
+        if d.identity is not None and d.identity not in inside:
+            holds = ", ".join(f"{p} ({'enrolled' if e else 'stranger'})" for p, e in sorted(inside.items()))
+            holds = holds or "no shown face"
+            wrong.append(
+                f"video {d.stream_id} track {d.track_id}: named {d.identity} at {d.distance:.3f}, holds {holds}"
+            )
     return {
         **score(held, answers, shown),
         "id_switches": len(switched),
         "switched_tracks": switched,
+        "wrong_names": wrong,
         "tracks": len(held),
     }
 
@@ -506,6 +516,8 @@ def print_report(r: dict[str, Any], out: Any) -> None:
     )
     for line in r["switched_tracks"]:
         print(f"  identity switch: {line}", file=out)
+    for line in r["wrong_names"]:
+        print(f"  wrong name: {line}", file=out)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

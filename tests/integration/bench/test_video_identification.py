@@ -31,6 +31,9 @@ RATES = (
     "stranger_named_rate",
     "naive_stranger_named_rate",
     "stills_detect_identify_rate",
+    "expected_stranger_named_rate",
+    "naive_expected_stranger_named_rate",
+    "naive_matched_appearance_recall",
 )
 
 
@@ -129,6 +132,22 @@ def test_scoring_counts_switches_wrong_names_and_named_strangers() -> None:
     assert out["wrong_name_rate"] == pytest.approx(1 / 3)
     assert out["stranger_named_rate"] == pytest.approx(1 / 2)  # cy named, bob never
     assert out["decisions_per_appearance"] == pytest.approx(3 / 3)
+    assert out["wrong_names"] == ["video 0 track 8: named ada at 0.400, holds no shown face"]
+
+
+def test_expected_strangers_named_shifts_the_calibration_strangers_by_each_gain() -> None:
+    """A method that got 0.3 closer to the gallery on a stranger in video than on the stranger's still
+    photo is expected to name every calibration stranger whose still distance is within 0.3 of the
+    threshold; a stranger the method never held gains nothing (never named)."""
+    bench = bench_module()
+    video = two_shot_video(bench)
+    shown = bench.appearances([video], {"ada"})  # bob and cy are strangers; cy is held by group 9
+    held = {(0, 9): Counter({(0, 2): 3})}
+    still = {"bob": 0.8, "cy": 0.9}
+    impostors = np.array([0.7, 0.9, 1.2])
+    expected = bench.expected_strangers_named(shown, held, {(0, 9): 0.6}, still, impostors, 0.5)
+    assert expected == pytest.approx(1 / 6)  # cy: 0.7 - 0.3 <= 0.5 (one of three); bob: none
+    assert bench.expected_strangers_named(shown, held, {(0, 9): 0.9}, still, impostors, 0.5) == 0.0
 
 
 def test_naive_scoring_judges_every_face_on_its_own() -> None:
