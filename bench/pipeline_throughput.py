@@ -12,7 +12,7 @@ Methods, all with the same models (MTCNN, FaceNet Inception-ResNet-v1) and the s
 
 * ``decode_only``: ``VideoSource`` iteration, nothing else (the ceiling);
 * ``naive``: one loop, every frame: detect, align and embed every face, identify every face. Its
-  per-track decisions come from grouping the faces with the same IoU tracker and taking each
+  per-track decisions come from grouping the faces with the same tracker and taking each
   track's majority identity;
 * ``ours_local``: ``LocalRunner`` with the default config (detect every 5th frame, track, embed a
   track's faces up to 100, one decision per track, match per track);
@@ -22,8 +22,8 @@ Methods, all with the same models (MTCNN, FaceNet Inception-ResNet-v1) and the s
   CPU each, half a CPU for the embedder and for the stream actor), which detects the batches of a
   single stream in parallel;
 * ``ours_ray_realtime``: ``RayRunner`` with the real-time profile ``configs/realtime.yaml``
-  (detection on a copy at most 640 px wide for faces from 40 px, MobileFaceNet, 5 faces embedded
-  a track), against a gallery enrolled with the same profile.
+  (detection on every 10th frame, on a copy at most 640 px wide for faces from 40 px,
+  MobileFaceNet, 5 faces embedded a track), against a gallery enrolled with the same profile.
 
 frames/s = frames / wall time of the processing (models loaded before the clock starts, Ray
 actors started before it too). ``realtime_streams_640x480``: the largest N for which N copies of

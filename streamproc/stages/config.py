@@ -65,11 +65,13 @@ class DetectStageConfig(Section):
 
 
 class TrackConfig(Section):
-    """The per-stream IoU tracker.
+    """The per-stream tracker: IoU matching, then centre distance for fast faces.
 
     Example:
         >>> TrackConfig(max_missed=2).max_missed
         2
+        >>> TrackConfig(max_face_speed=None).max_face_speed is None
+        True
     """
 
     iou_threshold: float = Field(
@@ -88,6 +90,13 @@ class TrackConfig(Section):
         1,
         ge=1,
         description="matched detections in a row before a track gets an id (1 = every detection starts a track)",
+    )
+    max_face_speed: float | None = Field(
+        3.0,
+        gt=0.0,
+        description="a track and a detection the IoU round left apart are paired (nearest centres first) "
+        "when the gap, in face sizes, is at most this per second since the track's last match and "
+        "their sizes differ by at most 2x; None = IoU only",
     )
     velocity_smoothing: float = Field(
         0.5,

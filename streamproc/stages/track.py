@@ -1,10 +1,17 @@
-"""The track stage: a per-stream IoU tracker with constant-velocity prediction.
+"""The track stage: a per-stream tracker with constant-velocity prediction, IoU then centre distance.
 
 On every detection pass (a frame the detect stage's schedule picked, or any frame that carries
 faces) each live track predicts its box at the frame's pts from its last matched box and its
 velocity; predictions and detections are paired by Hungarian matching on IoU
 (``scipy.optimize.linear_sum_assignment``), pairs under ``iou_threshold`` rejected. Between
 passes nothing is matched and nothing is missed: tracks just coast.
+
+A face that moves about its own width between passes (detection on every 10th frame, a brisk
+walk) overlaps its prediction little or not at all before the track knows its velocity. So a
+second round pairs the tracks and detections the IoU round left, again by Hungarian matching, on
+``centre_gap`` (centre distance in face sizes): a pair is allowed when the gap is at most
+``max_face_speed`` face sizes per second since the track's last match and the two box sizes
+differ by at most ``MAX_SIZE_RATIO``. ``max_face_speed=None`` leaves the IoU round alone.
 
 * A detection nobody claims starts a *tentative* track. It gets an id (per stream, 0, 1, 2, ...)
   once it was matched on ``min_hits`` passes in a row; a tentative track that misses one pass is
@@ -39,7 +46,8 @@ from streamproc.stages.config import AggregateConfig, DetectStageConfig, TrackCo
 from streamproc.stages.detect import detection_mask
 from streamproc.types import Faces, FrameBatch
 
-_FORBIDDEN = 1e6  # assignment cost of a pair below the IoU threshold
+_FORBIDDEN = 1e6  # assignment cost of a pair the rules forbid
+MAX_SIZE_RATIO = 2.0  # the centre round pairs no boxes whose sizes differ more than this
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -55,6 +63,35 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)[:, None]
     area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)[None, :]
     return inter / np.maximum(area_a + area_b - inter, 1e-12)
+
+
+def face_size(boxes: np.ndarray) -> np.ndarray:
+    """The size of each box (N, 4) as the side of a square of its area, at least 1e-6.
+
+    >>> face_size(np.array([[0.0, 0, 4, 9]])).tolist()
+    [6.0]
+    """
+    sides = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None)
+    return np.maximum(np.sqrt(sides.prod(axis=1)), 1e-6)
+
+
+def centre_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance from the centre of every box in ``a`` (A, 4) to the centre of every box in ``b``
+    (B, 4), in sizes of the ``a`` box (``face_size``), as (A, B).
+
+    >>> centre_gap(np.array([[0.0, 0, 10, 10]]), np.array([[30.0, 40, 40, 50]])).tolist()
+    [[5.0]]
+    """
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    centre_a, centre_b = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    distance = np.linalg.norm(centre_a[:, None, :] - centre_b[None, :, :], axis=2)
+    return distance / face_size(a)[:, None]
+
+
+def _assign(cost: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]]:
+    """(row, column) pairs of the least-cost assignment among the allowed ones."""
+    rows, cols = linear_sum_assignment(np.where(allowed, cost, _FORBIDDEN))
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
 
 
 @dataclass(frozen=True)
@@ -215,14 +252,24 @@ class TrackStage(Stage):
         state.tracks = survivors
 
     def _match(self, tracks: list[_Track], boxes: np.ndarray, pts: float) -> list[tuple[int, int]]:
-        """(track index, detection index) pairs of the best assignment with IoU >= threshold."""
+        """(track index, detection index) pairs: the IoU round, then the centre round on the rest."""
         if not tracks or not len(boxes):
             return []
         predicted = np.stack([t.predict(pts) for t in tracks])
         iou = iou_matrix(predicted, boxes)
-        ok = iou >= self.config.iou_threshold
-        rows, cols = linear_sum_assignment(np.where(ok, -iou, _FORBIDDEN))
-        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if ok[r, c]]
+        pairs = _assign(-iou, iou >= self.config.iou_threshold)
+        speed = self.config.max_face_speed
+        if speed is None:
+            return pairs
+        left_t = np.setdiff1d(np.arange(len(tracks)), [t for t, _ in pairs])
+        left_d = np.setdiff1d(np.arange(len(boxes)), [d for _, d in pairs])
+        if not len(left_t) or not len(left_d):
+            return pairs
+        gap = centre_gap(predicted[left_t], boxes[left_d])
+        elapsed = np.array([pts - tracks[t].last_pts for t in left_t])
+        ratio = face_size(predicted[left_t])[:, None] / face_size(boxes[left_d])[None, :]
+        allowed = (gap <= speed * elapsed[:, None]) & (np.maximum(ratio, 1 / ratio) <= MAX_SIZE_RATIO)
+        return pairs + [(int(left_t[r]), int(left_d[c])) for r, c in _assign(gap, allowed)]
 
     def _label(self, track: _Track, faces: Faces, row: int, out: _Out) -> None:
         if track.track_id < 0:

@@ -1,4 +1,4 @@
-"""The IoU tracker on hand-placed boxes: stable ids, motion, closure, embedding budget."""
+"""The tracker on hand-placed boxes: stable ids, motion, fast faces, closure, embedding budget."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamproc.stages.config import AggregateConfig, DetectStageConfig, TrackConfig
-from streamproc.stages.track import TrackStage, iou_matrix
+from streamproc.stages.track import TrackStage, centre_gap, iou_matrix
 from streamproc.types import Faces, FrameBatch
 
 Box = tuple[float, float, float, float]
@@ -124,6 +124,55 @@ def test_between_passes_nothing_is_matched_or_missed() -> None:
     assert result.closed_at == {}
     (track,) = tracker.tracks("cam")
     assert (track.first_pts, track.last_pts, track.hits, track.missed) == (0.0, 1.2, 4, 0)
+
+
+def test_centre_gap_is_in_sizes_of_the_first_box() -> None:
+    a = np.array([[0, 0, 10, 10], [-5, -5, 15, 15]], float)  # same centre, twice the size
+    b = np.array([[0, 0, 10, 10], [30, 40, 40, 50]], float)
+    np.testing.assert_allclose(centre_gap(a, b), [[0, 5], [0, 2.5]])
+    assert centre_gap(a, np.zeros((0, 4))).shape == (2, 0)
+
+
+def centred(cx: float, side: float) -> Box:
+    return (cx - side / 2, 100.0, cx + side / 2, 100.0 + side)
+
+
+@pytest.mark.parametrize(
+    ("max_face_speed", "before", "after", "ids"),
+    [
+        (3.0, square(10), square(90), {0}),  # 1 face size in 0.4 s: 2.5 a second, no overlap
+        (None, square(10), square(90), {0, 1}),  # IoU only: a new track
+        (3.0, square(10), square(120), {0, 1}),  # 1.375 face sizes in 0.4 s: 3.4 a second
+        (4.0, square(10), square(120), {0}),
+        (3.0, centred(100, 60), centred(100, 114), {0}),  # same place, 1.9x the size, IoU 0.28
+        (3.0, centred(100, 60), centred(100, 130), {0, 1}),  # 2.2x the size: another face
+        (3.0, centred(100, 130), centred(100, 60), {0, 1}),
+    ],
+)
+def test_centre_round_pairs_what_iou_missed(
+    max_face_speed: float | None, before: Box, after: Box, ids: set[int]
+) -> None:
+    tracker = TrackStage(
+        TrackConfig(max_face_speed=max_face_speed), detect=DetectStageConfig(every_k_frames=10)
+    )
+    result = run(tracker, [[before], *[[]] * 9, [after]])
+    assert iou_matrix(np.array([before]), np.array([after]))[0, 0] < TrackConfig().iou_threshold
+    assert {i for frame in result.ids for i in frame} == ids
+
+
+@pytest.mark.parametrize(("max_face_speed", "ids"), [(3.0, {0}), (None, {0, 1, 2, 3, 4, 5})])
+def test_a_fast_face_keeps_its_id_across_sparse_passes(max_face_speed: float | None, ids: set[int]) -> None:
+    tracker = TrackStage(
+        TrackConfig(max_face_speed=max_face_speed), detect=DetectStageConfig(every_k_frames=10)
+    )
+    result = run(tracker, moving(60, every_k=10, step=8.0), batch_size=7)  # 80 px a pass, the face's width
+    assert {i for frame in result.ids for i in frame} == ids
+
+
+def test_the_speed_limit_grows_with_the_time_since_the_last_match() -> None:
+    tracker = TrackStage(TrackConfig(), detect=DetectStageConfig(every_k_frames=10))
+    result = run(tracker, moving(31, every_k=10, step=9.0, missing=(1, 2)))  # 3.4 face sizes in 1.2 s
+    assert [frame for frame in result.ids if frame] == [[0], [0]]
 
 
 def crossing(n_passes: int, every_k: int) -> list[list[Box]]:
