@@ -1,4 +1,5 @@
-"""Gallery search benchmark: exact numpy, PQ scan, HNSW and IVF (faiss, re-ranked exactly), GPU exact search.
+"""Gallery search benchmark: exact numpy, IVF-PQ scan, PQ scan, HNSW and IVF (faiss, re-ranked exactly),
+GPU exact search.
 
 Two galleries, one row per identity, 128-D:
 
@@ -13,14 +14,17 @@ Two galleries, one row per identity, 128-D:
 
 ``recall_at_1`` / ``recall_at_10``: share of probes whose exact float32 top-1 is the index's top-1 /
 among its top-10 (exact rows: 1.0 for float32 by definition). ``true_top1``: share whose top-1 is the
-probe's own person. ``index`` is exact | pq | hnsw | ivf | gpu; hnsw rows sweep ``--ef`` and ivf rows
-``--nprobe`` over one build.
+probe's own person. ``index`` is exact | ivfpq | pq | hnsw | ivf | gpu (``--index`` picks the
+approximate ones); ivfpq rows sweep ``--share`` (cells scanned: ``nprobe = ceil(share * nlist)``), hnsw
+rows ``--ef`` and ivf rows ``--nprobe`` over one build. Latency rows use ``--threads`` faiss threads.
 ``--redis`` sizes are also enrolled into a Debian ``redis-server`` on a free loopback port and loaded
 back with ``GalleryIndex.load`` (timed: ``redis_load_s``); the server's dump is kept in
 ``~/.cache/streamproc/bench/redis`` so a rerun skips the enrollment (an hour of a busy machine at 1M).
-``hnsw`` graphs are kept in ``~/.cache/streamproc/bench`` too, with the build time they took.
+``pq`` and ``hnsw`` indexes are kept in ``~/.cache/streamproc/bench`` too, with the build time they
+took; ``ivfpq`` builds in seconds and is built (and timed) every run.
 
     python bench/gallery_search.py --sizes 10000,100000,1000000 --json out/gallery_search.json
+    python bench/gallery_search.py --sizes 1000000 --index ivfpq --skip-exact --redis ""
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -41,11 +46,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from streamproc.gallery.ann import AnnOptions, IvfIndex
+from streamproc.gallery.ann import MASKED, AnnOptions, IvfIndex
 from streamproc.gallery.base import IdentityRows
 from streamproc.gallery.hnsw import HnswIndex
 from streamproc.gallery.index import GalleryIndex
-from streamproc.gallery.pqscan import PqScanIndex
+from streamproc.gallery.ivfpq import IvfPqScanIndex
 from streamproc.gallery.redis_store import RedisGalleryStore
 
 DIM = 128
@@ -53,6 +58,8 @@ MODEL = "bench-v1"
 SAME_PERSON_SQ = 0.43
 BENCH_CACHE = Path.home() / ".cache/streamproc/bench"
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]  # gallery rows, probe rows, probe's gallery row
+Masked = Literal["ivfpq", "pq", "hnsw"]
+INDEXES = ("ivfpq", "pq", "hnsw", "ivf")
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -192,11 +199,12 @@ def run(name: str, data: Data, args: argparse.Namespace) -> list[dict[str, Any]]
         del gpu
     if n > args.ann_max:
         return rows
-    kinds: tuple[Literal["pq", "hnsw"], ...] = ("pq", "hnsw")
-    for kind in kinds:
-        if kind in args.index.split(","):
+    chosen = args.index.split(",")
+    masked: tuple[Masked, ...] = ("ivfpq", "pq", "hnsw")
+    for kind in masked:
+        if kind in chosen:
             rows += masked_rows(kind, name, data, ref, base, args)
-    if "ivf" in args.index:
+    if "ivf" in chosen:  # the name, not a substring of "ivfpq"
         rows += ivf_rows(data, ref, base, args)
     return rows
 
@@ -229,11 +237,17 @@ def ivf_rows(
 def cached_ann(
     gallery: np.ndarray, row_ids: np.ndarray, options: AnnOptions, args: argparse.Namespace
 ) -> tuple[HnswIndex, float]:
-    """The PQ scan or HNSW graph of the synthetic gallery of this size and seed, read from
-    ``BENCH_CACHE`` when an earlier run built it (its build time is kept beside it), else built and
-    saved there."""
+    """The IVF-PQ scan, PQ scan or HNSW graph of the synthetic gallery of this size and seed; the last
+    two are read from ``BENCH_CACHE`` when an earlier run built them (their build time is kept beside
+    them), else built and saved there."""
     n, kind = len(gallery), options.kind
-    cls = PqScanIndex if kind == "pq" else HnswIndex
+    cls = MASKED[kind]
+    if kind == "ivfpq":  # seconds: built every run, so its build time is this run's
+        t = time.perf_counter()
+        ann = cls.build(gallery, row_ids, options.hnsw())
+        build_s = round(time.perf_counter() - t, 2)
+        print(f"ivfpq index of {n:,d} rows (pq{options.pq_m}) built in {build_s:.2f}s", flush=True)
+        return ann, build_s
     shape = (
         f"pq{options.pq_m}"
         if kind == "pq"
@@ -257,22 +271,23 @@ def cached_ann(
 
 
 def masked_rows(
-    kind: Literal["pq", "hnsw"],
+    kind: Masked,
     name: str,
     data: Data,
     ref: np.ndarray,
     base: dict[str, Any],
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
-    """PQ-scan or HNSW rows: one index per size over the synthetic gallery (the lfw-mix gallery is the
-    same gallery with 1,680 rows replaced: those people are re-enrolled into it, i.e. removed and
-    added incrementally, exercising the removal mask); HNSW is swept over ``--ef``."""
+    """IVF-PQ-scan, PQ-scan or HNSW rows: one index per size over the synthetic gallery (the lfw-mix
+    gallery is the same gallery with 1,680 rows replaced: those people are re-enrolled into it, i.e.
+    removed and added incrementally, exercising the removal mask); IVF-PQ is swept over ``--share``,
+    HNSW over ``--ef``."""
     n = len(data[0])
     ids = [str(i) for i in range(n)]
     synthetic_rows = unit(np.random.default_rng(args.seed), n)  # what `synthetic` and `lfw_mix` start from
     options = AnnOptions(
         min_size=1, kind=kind, storage=args.hnsw_storage, candidates=args.candidates, threads=args.threads,
-        m=args.m, ef_construction=args.ef_construction, pq_m=args.pq_m,
+        m=args.m, ef_construction=args.ef_construction, pq_m=args.pq_m, nlist=args.nlist,
     )  # fmt: skip
     index = GalleryIndex.from_arrays(ids, ids, synthetic_rows, ann=None)
     ann, build_s = cached_ann(synthetic_rows, index.row_ids, options, args)
@@ -287,6 +302,13 @@ def masked_rows(
         extra = {"index": "pq", "dtype": f"pq{args.pq_m}x4", "build_s": build_s}
         return rows_for(index, data, ref, base | extra, args)
     rows = []
+    if isinstance(ann, IvfPqScanIndex):
+        for share in [float(v) for v in args.share.split(",")]:
+            ann.nprobe = math.ceil(share * ann.nlist)
+            extra = {"index": "ivfpq", "dtype": f"pq{args.pq_m}x4", "nprobe": ann.nprobe}
+            extra |= {"nlist": ann.nlist, "share": share, "build_s": build_s}
+            rows += rows_for(index, data, ref, base | extra, args)
+        return rows
     dtype = "float32" if args.hnsw_storage == "flat" else "sq8"
     for ef in [int(v) for v in args.ef.split(",")]:
         ann.ef_search = ef
@@ -382,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="sq8", choices=["sq8", "flat"])
     parser.add_argument("--candidates", type=int, default=32, help="IVF candidates re-ranked exactly")
     parser.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
-    parser.add_argument("--index", default="pq,hnsw", help="approximate indexes: pq, hnsw, ivf")
+    parser.add_argument(
+        "--index", default="ivfpq,pq,hnsw", help=f"approximate indexes, comma-separated: {', '.join(INDEXES)}"
+    )
+    parser.add_argument("--share", default="0.375", help="IVF-PQ share of cells scanned (one row each)")
+    parser.add_argument("--nlist", type=int, default=0, help="IVF-PQ cells; 0 = sqrt(identities)")
     parser.add_argument("--pq-m", type=int, default=32, help="PQ scan: 4-bit codes a row")
     parser.add_argument("--ef", default="64,128,256", help="HNSW search beam (one row each)")
     parser.add_argument("--m", type=int, default=32, help="HNSW links a node")
@@ -393,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
     args = parser.parse_args(argv)
+    unknown = set(args.index.split(",")) - set(INDEXES)
+    if unknown:
+        parser.error(f"--index: expected some of {', '.join(INDEXES)}, got {', '.join(sorted(unknown))}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("streamproc.gallery.quantize").setLevel(logging.ERROR)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()] + (

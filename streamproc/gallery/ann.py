@@ -1,6 +1,7 @@
-"""Approximate candidates for large galleries, chosen by ``AnnOptions.kind``: a full scan of 4-bit PQ
-codes (``pqscan.py``, the default), an HNSW graph (``hnsw.py``) or a faiss inverted-file (IVF) index
-over unit rows; ``build_ann`` / ``read_ann``.
+"""Approximate candidates for large galleries, chosen by ``AnnOptions.kind``: 4-bit PQ codes in k-means
+cells, the nearest cells scanned (``ivfpq.py``, the default), a full scan of such codes (``pqscan.py``),
+an HNSW graph (``hnsw.py``) or a faiss inverted-file (IVF) index over unit rows; ``build_ann`` /
+``read_ann``.
 
 IVF:
 
@@ -34,9 +35,11 @@ import numpy as np
 
 from streamproc.errors import InputError
 from streamproc.gallery.hnsw import HnswIndex, HnswOptions
+from streamproc.gallery.ivfpq import REBUILD_GROWTH, IvfPqScanIndex
 from streamproc.gallery.pqscan import PqScanIndex
 
-REBUILD_GROWTH = 4.0  # rebuild once the gallery is this many times the size the cells were trained on
+AnnKind = Literal["ivfpq", "pq", "hnsw", "ivf"]
+KINDS: tuple[AnnKind, ...] = ("ivfpq", "pq", "hnsw", "ivf")
 _TRAIN_PER_CELL = 40  # k-means sample: rows per cell (faiss warns below 39)
 
 
@@ -50,9 +53,10 @@ class AnnOptions:
     """
 
     min_size: int = 50_000
-    kind: Literal["pq", "hnsw", "ivf"] = "pq"
+    kind: AnnKind = "ivfpq"
     nlist: int = 0
     nprobe: int = 64
+    ivf_share: float = 0.375
     storage: Literal["flat", "sq8"] = "flat"
     candidates: int = 32
     threads: int = 1
@@ -65,15 +69,24 @@ class AnnOptions:
         small = min(
             self.nprobe, self.candidates, self.threads, self.m - 1, self.ef_construction, self.ef_search
         )
-        if self.kind not in ("pq", "hnsw", "ivf") or self.storage not in ("flat", "sq8") or small < 1:
+        wrong = self.kind not in KINDS or self.storage not in ("flat", "sq8") or not 0 < self.ivf_share <= 1
+        if wrong or small < 1:
             raise InputError(
-                "AnnOptions: expected kind pq|hnsw|ivf, storage flat|sq8, m >= 2 and nprobe, candidates, threads, "
-                f"ef_construction, ef_search >= 1, got {self}"
+                "AnnOptions: expected kind ivfpq|pq|hnsw|ivf, storage flat|sq8, 0 < ivf_share <= 1, m >= 2 "
+                f"and nprobe, candidates, threads, ef_construction, ef_search >= 1, got {self}"
             )
 
     def hnsw(self) -> HnswOptions:
+        """The options of the bitmap-masked indexes (HNSW, PQ scan, IVF-PQ scan)."""
         return HnswOptions(
-            self.m, self.ef_construction, self.ef_search, self.storage, self.threads, self.pq_m
+            m=self.m,
+            ef_construction=self.ef_construction,
+            ef_search=self.ef_search,
+            storage=self.storage,
+            threads=self.threads,
+            pq_m=self.pq_m,
+            nlist=self.nlist,
+            ivf_share=self.ivf_share,
         )
 
     def nlist_for(self, n: int) -> int:
@@ -167,15 +180,20 @@ class IvfIndex:
 AnnIndex = IvfIndex | HnswIndex
 
 
+MASKED: dict[str, type[HnswIndex]] = {"ivfpq": IvfPqScanIndex, "pq": PqScanIndex, "hnsw": HnswIndex}
+
+
 def build_ann(rows: np.ndarray, ids: np.ndarray, options: AnnOptions) -> AnnIndex:
     """The index of ``options.kind`` over ``rows`` (float32 unit rows) under ``ids``."""
     if options.kind == "ivf":
         return IvfIndex.build(rows, ids, options)
-    return (PqScanIndex if options.kind == "pq" else HnswIndex).build(rows, ids, options.hnsw())
+    return MASKED[options.kind].build(rows, ids, options.hnsw())
 
 
 def read_ann(path: Path, options: AnnOptions, trained_for: int) -> AnnIndex:
     """An index written by ``save`` (of the kind ``options`` names)."""
     if options.kind == "ivf":
         return IvfIndex.read(path, options, trained_for)
-    return (PqScanIndex if options.kind == "pq" else HnswIndex).read(path, options.hnsw())
+    if options.kind == "ivfpq":
+        return IvfPqScanIndex.read(path, options.hnsw(), trained_for)
+    return MASKED[options.kind].read(path, options.hnsw())

@@ -1,8 +1,9 @@
-"""How ``GalleryIndex`` finds candidates beyond its exact numpy scan: a PQ scan, HNSW or IVF index, or a
-GPU mirror.
+"""How ``GalleryIndex`` finds candidates beyond its exact numpy scan: an IVF-PQ scan, PQ scan, HNSW or IVF
+index, or a GPU mirror.
 
 A mix-in of ``GalleryIndex`` (rows, stable row ids and options live there). From
-``AnnOptions.min_size`` rows the approximate index (``ann.py``: PQ scan, HNSW or IVF) proposes candidates; with a ``device`` the torch
+``AnnOptions.min_size`` rows the approximate index (``ann.py``: IVF-PQ scan, PQ scan, HNSW or IVF)
+proposes candidates; with a ``device`` the torch
 mirror (``torch_search.py``) scans every row. Either way the candidates are re-ranked against the
 index's own float32 rows or int8 codes, so reported distances are exact.
 """
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from streamproc import env
-from streamproc.gallery.ann import AnnIndex, AnnOptions, build_ann
+from streamproc.gallery.ann import KINDS, AnnIndex, AnnKind, AnnOptions, build_ann
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.quantize import dequantize
 
@@ -28,7 +29,7 @@ log = logging.getLogger("streamproc.gallery.index")
 
 
 class CandidateSearch:
-    """The approximate (HNSW, IVF) and GPU candidate paths of ``GalleryIndex``."""
+    """The approximate (IVF-PQ scan, PQ scan, HNSW, IVF) and GPU candidate paths of ``GalleryIndex``."""
 
     model_version: str
     dtype: str
@@ -44,9 +45,9 @@ class CandidateSearch:
     _top_rows: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # the exact scan (ExactScan)
 
     @property
-    def kind(self) -> Literal["exact", "pq", "ivf", "hnsw", "gpu"]:
-        """How ``search`` finds candidates now: numpy exact scan, PQ scan, HNSW or IVF + exact re-rank, or
-        torch exact."""
+    def kind(self) -> Literal["exact", "gpu"] | AnnKind:
+        """How ``search`` finds candidates now: numpy exact scan, IVF-PQ scan, PQ scan, HNSW or IVF + exact
+        re-rank, or torch exact."""
         if self._gpu is not None:
             return "gpu"
         ann = self.ann_options
@@ -54,7 +55,7 @@ class CandidateSearch:
 
     def _refresh_ann(self) -> None:
         """Build the approximate index once the gallery reaches ``min_size``; rebuild when it went stale
-        (IVF: outgrew its cells; PQ scan, HNSW: too many removed rows). Below ``min_size`` an existing one is
+        (IVF: outgrew its cells; PQ scan, HNSW: too many removed rows; IVF-PQ scan: either). Below ``min_size`` an existing one is
         kept current, not used."""
         ann = self.ann_options
         if self._gpu is not None or ann is None or self._n < ann.min_size:
@@ -97,7 +98,7 @@ class CandidateSearch:
         if kind == "gpu" and self._gpu is not None:
             _, rows = self._gpu.top(self._mat, self._n, p, max(m, 16))
             return self._rerank(p, rows, m)
-        if kind in ("pq", "ivf", "hnsw") and self._ann is not None and self.ann_options is not None:
+        if kind in KINDS and self._ann is not None and self.ann_options is not None:
             unit = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
             ids = self._ann.search(unit, max(m, self.ann_options.candidates))
             return self._rerank(p, np.where(ids >= 0, self._pos[np.maximum(ids, 0)], -1), m)  # -1: none
@@ -138,6 +139,7 @@ def index_options(config: GalleryConfig) -> dict[str, Any]:
             ef_construction=config.ann_hnsw_ef_construction,
             ef_search=config.ann_hnsw_ef_search,
             pq_m=config.ann_pq_m,
+            ivf_share=config.ann_ivf_share,
         )
     return {
         "dtype": config.dtype,

@@ -102,17 +102,31 @@ class GalleryConfig(BaseModel):
         ge=1,
         description="identities from which search uses the approximate index; None = always exact",
     )
-    ann_index: Literal["pq", "hnsw", "ivf"] = Field(
-        "pq",
-        description="approximate index: full scan of 4-bit PQ codes (best recall at 1M), HNSW graph or IVF cells",
+    ann_index: Literal["ivfpq", "pq", "hnsw", "ivf"] = Field(
+        "ivfpq",
+        description="approximate index: 4-bit PQ codes in k-means cells, the nearest ann_ivf_share of them "
+        "scanned (fastest at 1M), full scan of those codes, HNSW graph or IVF cells",
     )
-    ann_nlist: int = Field(0, ge=0, description="IVF cells; 0 = 2 * sqrt(rows), about 2,000 at 1M")
-    ann_nprobe: int = Field(64, ge=1, description="IVF cells scanned per probe: more = better recall, slower")
+    ann_nlist: int = Field(
+        0, ge=0, description="k-means cells; 0 = sqrt(rows) for ivfpq (1,000 at 1M), 2 * sqrt(rows) for ivf"
+    )
+    ann_nprobe: int = Field(
+        64, ge=1, description="ivf: cells scanned per probe: more = better recall, slower"
+    )
+    ann_ivf_share: float = Field(
+        0.375, gt=0, le=1, description="ivfpq: share of the cells scanned per probe (at least one)"
+    )
     ann_storage: Literal["flat", "sq8"] = Field(
         "flat", description="approximate index storage: float32 rows or 8-bit codes (re-ranked exactly)"
     )
     ann_candidates: int = Field(32, ge=1, description="approximate candidates per probe re-ranked exactly")
-    ann_threads: int = Field(1, ge=1, le=256, description="faiss OpenMP threads of this process")
+    ann_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="faiss OpenMP threads of the whole matcher process (decoder and embedder included); "
+        "2 halves a 1M search where two cores are free for it",
+    )
     ann_hnsw_m: int = Field(
         32, ge=2, le=256, description="HNSW links a node: more = better recall, slower build"
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import faiss
 import numpy as np
@@ -41,7 +41,9 @@ class HnswOptions:
     ef_search: int = 128
     storage: Literal["flat", "sq8"] = "flat"
     threads: int = 1
-    pq_m: int = 32  # PqScanIndex: 4-bit sub-quantizers a row
+    pq_m: int = 32  # PqScanIndex, IvfPqScanIndex: 4-bit sub-quantizers a row
+    nlist: int = 0  # IvfPqScanIndex: k-means cells (0: sqrt(rows))
+    ivf_share: float = 0.375  # IvfPqScanIndex: share of the cells a probe scans
 
 
 def _graph(dim: int, options: HnswOptions, rows: np.ndarray) -> faiss.IndexHNSW:
@@ -77,7 +79,7 @@ class HnswIndex:
         self.dead = len(self) - int(live.sum())  # removed nodes still in the graph
 
     @classmethod
-    def build(cls, rows: np.ndarray, ids: np.ndarray, options: HnswOptions) -> HnswIndex:
+    def build(cls, rows: np.ndarray, ids: np.ndarray, options: HnswOptions) -> Self:
         """A graph of ``rows`` (float32 unit rows) under ``ids``."""
         faiss.omp_set_num_threads(options.threads)
         out = cls(
@@ -161,7 +163,7 @@ class HnswIndex:
             np.savez(fh, rids=self._rids[: len(self)], alive=self._alive)
 
     @classmethod
-    def read(cls, path: Path, options: HnswOptions) -> HnswIndex:
+    def read(cls, path: Path, options: HnswOptions) -> Self:
         index = faiss.read_index(str(path))
         if not isinstance(index, cls.faiss_type):
             raise ValueError(f"{path}: not a {cls.faiss_type.__name__}")

@@ -2,7 +2,8 @@
 
 One folder per store prefix and model version holds ``meta.json`` (change-log cursor, settings, a
 token), ``rows-<token>.npz`` (the rows, their owners and the id/name lists) and ``ann-<token>.faiss``
-(HNSW: with ``ann-<token>.faiss.ids.npz``, its id map and the bitmap of removed nodes).
+(IVF-PQ scan, PQ scan, HNSW: with ``ann-<token>.faiss.ids.npz``, its id map and the bitmap of removed
+rows).
 The meta file is replaced last, so a crash mid-save leaves the previous save readable.
 
 ``restore`` refuses a save made with other settings, and one whose cursor is ahead of the store's
@@ -44,7 +45,9 @@ def _settings(index: GalleryIndex) -> dict[str, object]:
         "model_version": index.model_version,
         "dtype": index.dtype,
         "match": index.match,
-        "ann": None if ann is None else [ann.kind, ann.nlist, ann.storage, ann.m, ann.ef_construction],
+        "ann": None
+        if ann is None
+        else [ann.kind, ann.nlist, ann.storage, ann.m, ann.ef_construction, ann.pq_m],
     }
 
 

@@ -9,6 +9,10 @@ HNSW walk missed the nearest row for 13% of probes at ``ef_search=256``, this sc
 probe in the top 32 (``bench/gallery_search.py``). Training (k-means over a 100k-row sample) and adding
 1M rows take seconds, so a rebuild is cheap.
 
+The kernel scores probes in blocks: ``qbs = 0x4444`` makes it walk the codes once per 16 probes (four
+register-held groups of four) instead of faiss's own choice for the batch size (README, "Large
+galleries", has the before and after at 1M).
+
 Removal works as in ``HnswIndex`` (a bitmap of live codes, the same id maps and files): the fast-scan
 search takes no filter, so it asks for ``k`` more than needed while there are removed codes and drops
 those before returning.
@@ -29,6 +33,16 @@ from streamproc.gallery.hnsw import HnswIndex, HnswOptions
 _TRAIN_ROWS = 100_000
 
 
+def train_sample(rows: np.ndarray, least: int = 16) -> np.ndarray:
+    """At most ``_TRAIN_ROWS`` of ``rows`` (float32, contiguous), repeated up to ``least`` rows when
+    fewer: k-means needs a point per centroid (16 for 4-bit codes), a tiny gallery's rows are reused."""
+    pick = np.random.default_rng(0).choice(len(rows), min(len(rows), _TRAIN_ROWS), replace=False)
+    sample = rows[np.sort(pick)]
+    if len(sample) < least:
+        sample = np.resize(sample, (least, rows.shape[1]))
+    return np.ascontiguousarray(sample, np.float32)
+
+
 class PqScanIndex(HnswIndex):
     """Candidate ids of the rows nearest to probes by 4-bit PQ codes; ids chosen by the caller.
 
@@ -37,16 +51,17 @@ class PqScanIndex(HnswIndex):
         >>> ann.search(probes, 32)                                     # doctest: +SKIP
     """
 
-    faiss_type = faiss.IndexPQFastScan
+    faiss_type: type = faiss.IndexPQFastScan
+    qbs = 0x4444  # probes the kernel scores per walk over the codes: 4 groups of 4 (0: faiss's default)
+
+    def __init__(self, index: faiss.Index, options: HnswOptions, rids: np.ndarray, alive: np.ndarray):
+        super().__init__(index, options, rids, alive)
+        index.qbs = self.qbs  # type: ignore[attr-defined]  # also on read: older files hold the default
 
     @staticmethod
     def _make(dim: int, options: HnswOptions, rows: np.ndarray) -> faiss.Index:
         index = faiss.IndexPQFastScan(dim, options.pq_m, 4)
-        pick = np.random.default_rng(0).choice(len(rows), min(len(rows), _TRAIN_ROWS), replace=False)
-        sample = rows[np.sort(pick)]
-        if len(sample) < 16:  # k-means needs a point per centroid: repeat a tiny gallery's rows
-            sample = np.resize(sample, (16, dim))
-        index.train(np.ascontiguousarray(sample, np.float32))
+        index.train(train_sample(rows))
         return index
 
     @property

@@ -1,4 +1,4 @@
-"""The approximate gallery index (HNSW and IVF) over a real Redis: erasure, restart from the saved
+"""The approximate gallery index (IVF-PQ scan, PQ scan, HNSW and IVF) over a real Redis: erasure, restart from the saved
 index, a trimmed log."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 IVF = AnnOptions(min_size=200, kind="ivf", nlist=8, nprobe=8, candidates=32)
 HNSW = AnnOptions(min_size=200, kind="hnsw", m=8, ef_search=1000, candidates=32)  # walks every node
 PQ = AnnOptions(min_size=200, kind="pq", candidates=1000)  # every row a candidate
-EACH = pytest.mark.parametrize("ann", [PQ, HNSW, IVF], ids=["pq", "hnsw", "ivf"])
+IVFPQ = AnnOptions(min_size=200, kind="ivfpq", ivf_share=1.0, candidates=1000)  # every cell, every row
+EACH = pytest.mark.parametrize("ann", [IVFPQ, PQ, HNSW, IVF], ids=["ivfpq", "pq", "hnsw", "ivf"])
 MV = "facenet-v1"
 
 

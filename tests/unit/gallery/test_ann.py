@@ -1,5 +1,5 @@
-"""The HNSW and IVF paths and the torch exact path of ``GalleryIndex`` against brute force, through
-updates; the HNSW index's removal mask and its save/read."""
+"""The IVF-PQ scan, PQ scan, HNSW and IVF paths and the torch exact path of ``GalleryIndex`` against brute
+force, through updates; the masked indexes' removal mask and their save/read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from streamproc.gallery.ann import AnnOptions
 from streamproc.gallery.base import IdentityRows
 from streamproc.gallery.hnsw import HnswIndex, HnswOptions
 from streamproc.gallery.index import GalleryIndex
+from streamproc.gallery.ivfpq import IvfPqScanIndex
 from streamproc.gallery.pqscan import PqScanIndex
 from tests.unit.gallery.test_index import assert_matches, brute_force, make_people, noisy, unit_vectors
 
@@ -21,6 +22,7 @@ SCAN_ALL = AnnOptions(min_size=100, kind="ivf", nlist=16, nprobe=16, candidates=
 # a beam wider than the gallery: the walk reaches every node, so the candidates are the exact ones
 WALK_ALL = AnnOptions(min_size=100, kind="hnsw", m=8, ef_search=4000, candidates=64)
 PQ_WIDE = AnnOptions(min_size=100, kind="pq", candidates=8000)  # every row a candidate: ids, churn
+IVFPQ_ALL = AnnOptions(min_size=100, kind="ivfpq", ivf_share=1.0, candidates=8000)  # every cell, every row
 
 
 def probes_of(people: list[IdentityRows], every: int = 97) -> np.ndarray:
@@ -47,12 +49,12 @@ def churn(index: GalleryIndex, people: list[IdentityRows]) -> list[IdentityRows]
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 @pytest.mark.parametrize("match", ["mean", "best"])
 @pytest.mark.parametrize("storage", ["flat", "sq8"])
-@pytest.mark.parametrize("kind", ["ivf", "hnsw", "pq"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "pq", "ivfpq"])
 def test_approximate_index_seeing_everything_equals_brute_force_through_churn(
     dtype: str, match: str, storage: str, kind: str
 ) -> None:
     people = make_people(1500, [1, 2, 5])
-    base = {"ivf": SCAN_ALL, "hnsw": WALK_ALL, "pq": PQ_WIDE}[kind]
+    base = {"ivf": SCAN_ALL, "hnsw": WALK_ALL, "pq": PQ_WIDE, "ivfpq": IVFPQ_ALL}[kind]
     index = GalleryIndex("v1", dtype=dtype, match=match, ann=replace(base, storage=storage))  # type: ignore[arg-type]
     index.add_many(people)
     assert index.kind == kind
@@ -63,7 +65,9 @@ def test_approximate_index_seeing_everything_equals_brute_force_through_churn(
     assert_matches(index.search(probes, k=5), brute_force(left, probes, 5, match, dtype))
 
 
-@pytest.mark.parametrize("options", [SCAN_ALL, WALK_ALL, PQ_WIDE], ids=["ivf", "hnsw", "pq"])
+@pytest.mark.parametrize(
+    "options", [SCAN_ALL, WALK_ALL, PQ_WIDE, IVFPQ_ALL], ids=["ivf", "hnsw", "pq", "ivfpq"]
+)
 def test_removed_person_is_never_a_candidate(options: AnnOptions) -> None:
     people = make_people(1000, [1])
     index = GalleryIndex("v1", ann=options)
@@ -80,22 +84,22 @@ def test_removed_person_is_never_a_candidate(options: AnnOptions) -> None:
     assert_matches(results, brute_force(left, probes, 10, "mean", "float32"))
 
 
-def test_small_gallery_searches_exactly_and_switches_to_pq_scan_at_min_size() -> None:
+def test_small_gallery_searches_exactly_and_switches_to_ivfpq_at_min_size() -> None:
     people = make_people(300, [1])
     index = GalleryIndex("v1", ann=AnnOptions(min_size=200, m=8))
     index.add_many(people[:150])
     assert index.kind == "exact"
     index.add_many(people[150:])
-    assert index.kind == "pq"  # the default
+    assert index.kind == "ivfpq"  # the default
     assert GalleryIndex("v1", ann=None).kind == "exact"
 
 
-@pytest.mark.parametrize("cls", [HnswIndex, PqScanIndex])
+@pytest.mark.parametrize("cls", [HnswIndex, PqScanIndex, IvfPqScanIndex])
 def test_masked_index_hides_removed_rows_adds_after_and_reads_back_what_it_saved(
     tmp_path: Path, cls: type[HnswIndex]
 ) -> None:
     rows = unit_vectors(600, seed=5)
-    ann = cls.build(rows[:500], np.arange(1000, 1500), HnswOptions(m=8, ef_search=600))
+    ann = cls.build(rows[:500], np.arange(1000, 1500), HnswOptions(m=8, ef_search=600, ivf_share=1.0))
     assert ann.search(rows[[3, 400]], 1).tolist() == [[1003], [1400]]
     assert ann.remove(np.array([1003, 1400, 1003, 99])) == 2  # twice and unknown: counted once, never
     ann.add(rows[500:], np.arange(2000, 2100))
@@ -111,7 +115,7 @@ def test_masked_index_hides_removed_rows_adds_after_and_reads_back_what_it_saved
     assert back.needs_rebuild(600)  # over a quarter of the nodes are dead
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "pq"])
+@pytest.mark.parametrize("kind", ["hnsw", "pq", "ivfpq"])
 def test_removed_people_around_a_probe_do_not_crowd_out_the_living(kind: str) -> None:
     """Fifty look-alikes of one face, forty of them erased: the 32 candidates must all be living people,
     not graph nodes of the erased (filtered later, they would leave fewer than ``k`` matches)."""
@@ -131,10 +135,11 @@ def test_removed_people_around_a_probe_do_not_crowd_out_the_living(kind: str) ->
     assert all({m.identity_id for m in r[:10]} == living for r in got)
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "pq"])
+@pytest.mark.parametrize("kind", ["hnsw", "pq", "ivfpq"])
 def test_masked_index_rebuilds_from_live_rows_once_a_quarter_was_removed(kind: str) -> None:
     people = make_people(400, [1])
-    index = GalleryIndex("v1", ann=AnnOptions(min_size=100, kind=kind, m=8, ef_search=800, candidates=200))  # type: ignore[arg-type]
+    options = AnnOptions(min_size=100, kind=kind, m=8, ef_search=800, candidates=200, ivf_share=1.0)  # type: ignore[arg-type]
+    index = GalleryIndex("v1", ann=options)
     index.add_many(people)
     first = index._ann
     for person in people[:120]:
