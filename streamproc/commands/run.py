@@ -145,6 +145,9 @@ def _run_with(
     # SIGTERM (how Kubernetes and systemd stop a process) ends the run like Ctrl-C: open tracks
     # are decided and emitted before exit.
     previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    # Python keeps SIGINT ignored when it started ignored (a job started with `&` from a script):
+    # Ctrl-C and `kill -INT` must still stop a run.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     print(
         f"running {len(config.sources)} source(s) on the {runner.name} runner; "
         "Ctrl-C or SIGTERM stops after deciding open tracks",
@@ -155,6 +158,7 @@ def _run_with(
         summary = runner.run(duration_s=duration)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     print_summary(summary, out)
     if annotator is not None:
         written = annotator.write({sid: s.frames for sid, s in summary.streams.items()})

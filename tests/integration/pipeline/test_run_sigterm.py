@@ -75,7 +75,11 @@ def test_the_local_runner_stops_while_it_retries_a_refused_camera(
     cmd += ["--source", f"rtsp://127.0.0.1:{free_port()}/x"]
     if how == "duration":
         cmd += ["--duration", "5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # Started the way a script's `cmd &` starts a job: SIGINT ignored, which Python keeps
+    ignore_int = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if how == "SIGINT" else None
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=ignore_int
+    )
     try:
         read_until(proc, STARTED, timeout_s=180)
         if how != "duration":
