@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import streamproc
 from streamproc.errors import InputError
 from streamproc.gallery.calibrate import (
     Calibration,
@@ -16,6 +19,8 @@ from streamproc.gallery.calibrate import (
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.policy import resolve
 from streamproc.models.checkpoint import ModelCard
+
+PROFILES = Path(streamproc.__file__).parent / "configs"
 
 
 def unit_rows(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -94,3 +99,17 @@ def test_policy_warns_when_the_gallery_outgrew_its_calibration(caplog: pytest.Lo
     cal = Calibration("v1", 0.9, 0.01, gallery_size=100, impostors=100, method="strangers")
     resolve(GalleryConfig(), CARD, "v1", "v1", 250, cal)
     assert "re-run `streamproc gallery calibrate`" in caplog.text
+
+
+@pytest.mark.parametrize("model", ["facenet-irv1-128", "mobilefacenet-192"])
+def test_every_profile_sets_open_set_thresholds_by_gallery_size(model: str) -> None:
+    """No shipped profile pins a 1:1 threshold: a 1:1 threshold names most strangers once a gallery holds
+    thousands of people. Each built-in model's card has the impostor curve the policy needs."""
+    from streamproc.config import load_config
+    from streamproc.models.registry import BUILTIN
+
+    for profile in (None, PROFILES / "realtime.yaml"):
+        assert load_config(profile).gallery.threshold is None, profile
+    card = BUILTIN[model].card
+    small, large = (resolve(GalleryConfig(), card, card.version, card.version, n) for n in (5, 1680))
+    assert "FAR curve" in small.source and large.value < small.value < card.thresholds[card.version]
