@@ -6,9 +6,10 @@ non-blocking copy on CUDA) and are normalised there. On CUDA the model runs unde
 and the rows are normalised again in float32; every other device runs float32 throughout.
 
 With ``embedder.flip`` (off by default) each crop is also run mirrored and the two rows are
-averaged (test-time augmentation): one model pass of twice the faces. On LFW stills against 1,680
-people it raised the detect-and-identify rate at FPIR 1% from 0.7762 to 0.81 (800 probes) but
-lowered LFW 10-fold verification from 0.9940 to 0.9930, and it doubles the embedding cost.
+averaged (test-time augmentation): one model pass of twice the faces. Against 1,680 LFW people it
+raised the stills detect-and-identify rate at FPIR 1% from 0.7727 to 0.8122 (607 probe photos,
+``bench/video_identification.py``) but lowered LFW 10-fold verification from 0.9940 to 0.9930, and
+it doubles the embedding cost (README, "Verification on LFW").
 
 Example:
     >>> emb = Embedder.from_model(InceptionResnetV1().eval(), ModelCard(

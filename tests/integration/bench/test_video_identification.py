@@ -145,9 +145,12 @@ def test_expected_strangers_named_shifts_the_calibration_strangers_by_each_gain(
     held = {(0, 9): Counter({(0, 2): 3})}
     still = {"bob": 0.8, "cy": 0.9}
     impostors = np.array([0.7, 0.9, 1.2])
-    expected = bench.expected_strangers_named(shown, held, {(0, 9): 0.6}, still, impostors, 0.5)
+    gains = bench.stranger_gains(shown, held, {(0, 9): 0.6}, still)
+    assert gains.tolist() == [-np.inf, pytest.approx(0.3)]  # bob never held; cy 0.9 -> 0.6
+    expected = bench.expected_strangers_named(gains, impostors, 0.5)
     assert expected == pytest.approx(1 / 6)  # cy: 0.7 - 0.3 <= 0.5 (one of three); bob: none
-    assert bench.expected_strangers_named(shown, held, {(0, 9): 0.9}, still, impostors, 0.5) == 0.0
+    gains = bench.stranger_gains(shown, held, {(0, 9): 0.9}, still)
+    assert bench.expected_strangers_named(gains, impostors, 0.5) == 0.0
 
 
 def test_naive_scoring_judges_every_face_on_its_own() -> None:
