@@ -142,7 +142,12 @@ def naive(pipeline: FacePipeline, index: GalleryIndex, threshold: float, path: P
             names: list[str] = []
             if len(faces):
                 embeddings = pipeline.embedder(align_faces(frame, faces, pipeline.config.align))
-                names = [m.name if m else "unknown" for m in index.identify(embeddings, threshold=threshold)]
+                names = [
+                    m.name if m else "unknown"
+                    for m in index.identify(
+                        embeddings, threshold=threshold, margin=pipeline.config.gallery.margin
+                    )
+                ]
             tracked = tracker(
                 FrameBatch(
                     batch.stream_id, batch.frames, batch.pts, faces=faces, end_of_stream=batch.end_of_stream

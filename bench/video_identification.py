@@ -8,8 +8,9 @@ H.264 compression noise.
 * Gallery: the first photo of each LFW person with >= 2 photos (1,680 people; ``--quick``: a few
   hundred), in an in-memory ``GalleryIndex``. Probes placed in the videos are their *other* photos.
 * Strangers in the videos are people with a single photo; the open-set threshold is calibrated at
-  ``--fpir`` on *other* single-photo people (``streamproc.gallery.calibrate`` when present, else the
-  ``fpir`` quantile of their nearest gallery distances). A face is named iff its distance is at most it.
+  ``--fpir`` on *other* single-photo people (``streamproc.gallery.calibrate``). Both methods name by the product's rule
+  (``streamproc.gallery.base.named``): the nearest person when within the threshold and
+  ``gallery.margin`` closer than the next one; the threshold is calibrated for that margin.
 * Ours: ``LocalRunner`` with the default config and that threshold. The faces reaching the aggregate
   stage are recorded with their track ids (see ``recording_aggregates``). Naive: detect every frame,
   embed every face, identify every face on its own.
@@ -27,7 +28,7 @@ probe photos.
 
 Embeddings of the photos are cached under ``~/.cache/streamproc/bench`` (keyed by model, alignment,
 ``embedder.flip`` and the photo list): the first run embeds ~3,700 photos (5-15 minutes on a shared 2-core CPU).
-The naive loop's faces (nearest person and distance) are cached there per video file and model, so a
+The naive loop's faces (nearest person, distance, next person's distance) are cached there per video file and model, so a
 rerun with other ``--set`` values only runs ours.
 
     python bench/video_identification.py [--quick] [--json] [--fpir 0.01] [--set track.max_missed=3]
@@ -40,7 +41,6 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -62,6 +62,8 @@ from streamproc import env, scenes
 from streamproc.align import align_faces, crop_landmarks, pick_face
 from streamproc.config import load_config
 from streamproc.faces import FacePipeline, read_image
+from streamproc.gallery.base import named
+from streamproc.gallery.calibrate import calibrate, impostor_scores, nearest_two
 from streamproc.gallery.index import GalleryIndex
 from streamproc.runtime.local import LocalRunner
 from streamproc.scenes import GroundTruth, Photo, Shot
@@ -213,16 +215,10 @@ def cached_embeddings(pipeline: FacePipeline, paths: list[Path], tag: str) -> np
 
 
 def open_set_threshold(
-    version: str, gallery: np.ndarray, names: list[str], strangers: np.ndarray, fpir: float
+    version: str, gallery: np.ndarray, names: list[str], strangers: np.ndarray, fpir: float, margin: float
 ) -> tuple[float, str]:
-    """The threshold naming ``fpir`` of the strangers, and what computed it."""
-    try:
-        calibrate = importlib.import_module("streamproc.gallery.calibrate").calibrate
-    except ImportError:
-        nearest = np.maximum(2.0 - 2.0 * (strangers @ gallery.T).max(axis=1), 0.0)
-        how = f"{fpir:g} quantile of {len(strangers)} strangers' nearest distances"
-        return float(np.quantile(nearest, fpir)), how
-    found = calibrate(version, gallery, np.array(names), fpir=fpir, strangers=strangers)
+    """The threshold naming ``fpir`` of the strangers by the rule with ``margin``, and what computed it."""
+    found = calibrate(version, gallery, np.array(names), fpir=fpir, strangers=strangers, margin=margin)
     return float(
         found.threshold
     ), f"streamproc.gallery.calibrate ({found.method}, {found.impostors} impostors)"
@@ -239,6 +235,7 @@ class Seen:
     group: int
     name: str | None = None  # naive: its nearest person
     distance: float = float("inf")  # naive: how far
+    second: float = float("inf")  # naive: how far the next person is
 
 
 @contextlib.contextmanager
@@ -295,25 +292,27 @@ def run_naive(videos: list[Video], pipeline: FacePipeline, index: GalleryIndex) 
             np.savez(path, **arrays)
         with np.load(path) as rows:
             frames, spent = frames + int(rows["frames"]), spent + float(rows["seconds"])
-            for frame, box, name, distance in zip(
-                rows["frame"], rows["box"], rows["name"], rows["distance"], strict=True
+            for frame, box, name, distance, second in zip(
+                rows["frame"], rows["box"], rows["name"], rows["distance"], rows["second"], strict=True
             ):
-                seen.append(Seen(v, int(frame), box, len(seen), str(name), float(distance)))
+                seen.append(Seen(v, int(frame), box, len(seen), str(name), float(distance), float(second)))
     return seen, frames / spent
 
 
 def naive_cache(pipeline: FacePipeline, video: Path) -> Path:
     key = hashlib.sha256(video.read_bytes())
     key.update(model_key(pipeline).encode())
+    key.update(b"|two nearest")  # older caches kept only the nearest person
     return env.cache_dir() / "bench" / f"video-ident-naive-{key.hexdigest()[:16]}.npz"
 
 
 def naive_video(
     video: Video, pipeline: FacePipeline, index: GalleryIndex
 ) -> tuple[dict[str, np.ndarray], int]:
-    """Per face of every frame: frame, box, nearest person and distance; and the frames decoded."""
+    """Per face of every frame: frame, box, nearest person, distance and the next person's distance;
+    and the frames decoded."""
     align = pipeline.config.align
-    rows: dict[str, list[Any]] = {"frame": [], "box": [], "name": [], "distance": []}
+    rows: dict[str, list[Any]] = {"frame": [], "box": [], "name": [], "distance": [], "second": []}
     frames = 0
     with VideoSource(SourceConfig(uri=str(video.path), batch_frames=1)) as source:
         for batch in source:
@@ -323,11 +322,12 @@ def naive_video(
             if not len(faces):
                 continue
             crops = Crops(align_faces(image, faces, align), crop_landmarks(faces, align))
-            for box, found in zip(faces.boxes, index.search(pipeline.embedder(crops), k=1), strict=True):
+            for box, found in zip(faces.boxes, index.search(pipeline.embedder(crops), k=2), strict=True):
                 rows["frame"].append(at)
                 rows["box"].append(box)
                 rows["name"].append(found[0].name if found else "")
                 rows["distance"].append(found[0].distance if found else np.inf)
+                rows["second"].append(found[1].distance if len(found) > 1 else np.inf)
     arrays = {k: np.array(v) for k, v in rows.items()}
     arrays["box"] = arrays["box"].reshape(-1, 4)
     return arrays, frames
@@ -427,8 +427,13 @@ def score_ours(
     }
 
 
-def score_naive(seen: list[Seen], videos: list[Video], shown: dict, threshold: float) -> dict[str, Any]:
-    answers = [((s.video, s.group), s.name if s.distance <= threshold else None) for s in seen]
+def score_naive(
+    seen: list[Seen], videos: list[Video], shown: dict, threshold: float, margin: float
+) -> dict[str, Any]:
+    answers = [
+        ((s.video, s.group), s.name if s.distance <= threshold and s.second - s.distance >= margin else None)
+        for s in seen
+    ]
     return score(held_by_group(seen, videos), answers, shown)
 
 
@@ -448,8 +453,9 @@ def stranger_gains(
 
 def expected_strangers_named(gains: np.ndarray, impostors: np.ndarray, threshold: float) -> float:
     """Strangers named as expected over many strangers, not just the few in the videos: each
-    calibration stranger's still distance (``impostors``) shifted by each observed gain, the fraction
-    at most ``threshold``. Ours should sit near the target FPIR, a per-frame loop above it."""
+    calibration stranger's still distance (``impostors``: inf where the margin keeps it unnamed, see
+    ``calibrate.impostor_scores``) shifted by each observed gain, the fraction at most ``threshold``.
+    Ours should sit near the target FPIR, a per-frame loop above it."""
     return float(np.mean((impostors[:, None] - gains[None, :]) <= threshold))
 
 
@@ -461,16 +467,16 @@ def best_distances(answers: list[tuple[tuple[int, int], float]]) -> dict[tuple[i
 
 
 def stills_rate(
-    pipeline: FacePipeline, index: GalleryIndex, parts: dict[str, list[Path]], threshold: float
+    pipeline: FacePipeline, index: GalleryIndex, parts: dict[str, list[Path]], threshold: float, margin: float
 ) -> float:
     """``lfw_identification``'s detect-and-identify rate of still probe photos at ``threshold``; the
     photos come in parts, each cached on its own (``tag -> paths``)."""
     paths = [p for part in parts.values() for p in part]
     emb = np.concatenate([cached_embeddings(pipeline, part, tag) for tag, part in parts.items() if part])
-    nearest = [r[0] for r in index.search(emb, k=1)]
-    correct = np.array([m.name == p.parent.name for m, p in zip(nearest, paths, strict=True)])
-    dist = np.array([m.distance for m in nearest])
-    return float((correct & (dist <= threshold)).mean())
+    chosen = [named(r, threshold, margin) for r in index.search(emb, k=2)]
+    return float(
+        np.mean([m is not None and m.name == p.parent.name for m, p in zip(chosen, paths, strict=True)])
+    )
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -550,7 +556,10 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
     gallery = cached_embeddings(pipeline, [cast.gallery[n] for n in names], "gallery")
     index = GalleryIndex.from_arrays(names, names, gallery, model_version=pipeline.model_version)
     strangers = cached_embeddings(pipeline, cast.calibration, "calibration")
-    threshold, source = open_set_threshold(pipeline.model_version, gallery, names, strangers, args.fpir)
+    margin = pipeline.config.gallery.margin
+    threshold, source = open_set_threshold(
+        pipeline.model_version, gallery, names, strangers, args.fpir, margin
+    )
     who = Casting(cast, pipeline, rng)
     videos = make_videos(who, size, folder, rng)
     in_videos = [path for _, path, enrolled in who.used if enrolled]
@@ -560,13 +569,13 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
     ours_seen, decisions, fps_ours = run_ours(videos, pipeline, index, threshold, [*args.base, *args.set])
     naive_seen, fps_naive = run_naive(videos, pipeline, index)
     shown = appearances(videos, set(names))
-    naive = score_naive(naive_seen, videos, shown, threshold)
+    naive = score_naive(naive_seen, videos, shown, threshold, margin)
     stranger_photos = {photo.person: path for photo, path, enrolled in who.used if not enrolled}
     still_rows = cached_embeddings(pipeline, list(stranger_photos.values()), "strangers-shown")
     still = dict(
         zip(stranger_photos, (2.0 - 2.0 * (still_rows @ gallery.T).max(axis=1)).tolist(), strict=True)
     )
-    impostors = 2.0 - 2.0 * (strangers @ gallery.T).max(axis=1)
+    impostors = impostor_scores(*nearest_two(gallery, np.array(names), strangers), margin)
     ours_best = best_distances([((int(d.stream_id), d.track_id), d.distance) for d in decisions])
     naive_best = best_distances([((s.video, s.group), s.distance) for s in naive_seen])
     ours_gains = stranger_gains(shown, held_by_group(ours_seen, videos), ours_best, still)
@@ -582,7 +591,7 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
     matched = next(
         (t for t in lower if expected_strangers_named(naive_gains, impostors, t) <= ours_rate), lower[-1]
     )
-    at_matched = score_naive(naive_seen, videos, shown, float(matched))["appearance_recall"]
+    at_matched = score_naive(naive_seen, videos, shown, float(matched), margin)["appearance_recall"]
     return {
         **score_ours(ours_seen, decisions, videos, shown),
         **{f"naive_{k}": v for k, v in naive.items()},
@@ -591,9 +600,10 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
         "naive_matched_appearance_recall": at_matched,
         "fps_ours": round(fps_ours, 2),
         "fps_naive": round(fps_naive, 2),
-        "stills_detect_identify_rate": round(stills_rate(pipeline, index, probes, threshold), 4),
+        "stills_detect_identify_rate": round(stills_rate(pipeline, index, probes, threshold, margin), 4),
         "stills_probes": sum(map(len, probes.values())),
         "threshold": threshold,
+        "margin": margin,
         "threshold_source": source,
         "fpir": args.fpir,
         "gallery_size": len(names),

@@ -20,7 +20,8 @@ def add_parser(cmds: argparse._SubParsersAction) -> None:
         help="choose the identification threshold for a target false-positive identification rate",
         description=(
             "Measures how close strangers come to the enrolled people and stores the threshold at "
-            "which a fraction --fpir of them would be named, with the gallery's model version. "
+            "which a fraction --fpir of them would be named (by the naming rule with gallery.margin), "
+            "with the gallery's model version. "
             "Strangers are the photos under --strangers (people NOT enrolled), or else each enrolled "
             "person against the others (leave-one-out)."
         ),
@@ -87,11 +88,14 @@ def _calibrate(args: argparse.Namespace) -> int:
         strangers, version = _embed_strangers(config, _stranger_images(args.strangers, args.max_strangers))
     with open_store(config) as store:
         rows, owners = gallery_templates(store, version, config.gallery.match)
-        result = calibrate(version, rows, owners, fpir=fpir, strangers=strangers)
+        result = calibrate(
+            version, rows, owners, fpir=fpir, strangers=strangers, margin=config.gallery.margin
+        )
         if not args.dry_run:
             store.set_calibration(version, result.as_dict())
     print(
-        f"gallery {version}: {result.gallery_size} people; threshold {result.threshold:.3f} (squared L2) "
+        f"gallery {version}: {result.gallery_size} people; threshold {result.threshold:.3f} (squared L2, "
+        f"margin {result.margin:g}) "
         f"for FPIR {result.fpir:g} from {result.impostors} impostor scores ({result.method}); "
         f"measured FPIR {result.measured_fpir:.4f}" + (" [dry run: not stored]" if args.dry_run else "")
     )

@@ -171,6 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from streamproc.gallery.base import named
     from streamproc.gallery.index import GalleryIndex
 
     config = config_from_args(args)
@@ -190,12 +191,17 @@ def _search(args: argparse.Namespace) -> int:
     with open_store(config) as store:
         index = GalleryIndex.load(store, pipeline.model_version, match=config.gallery.match)
         card = pipeline.embedder.card
-        threshold = policy.for_gallery(config.gallery, card, card.version, len(index), store).value
-        results = index.search(faces.embedding, k=args.k)  # type: ignore[arg-type]
+        rule = policy.for_gallery(config.gallery, card, card.version, len(index), store)
+        results = index.search(faces.embedding, k=max(args.k, 2))  # type: ignore[arg-type]
     for i, (box, matches) in enumerate(zip(faces.boxes, results, strict=True)):
-        best = matches[0] if matches else None
-        verdict = best.name if best is not None and best.distance <= threshold else "unknown"
-        print(f"face {i} at {np.round(box).astype(int).tolist()}: {verdict} (threshold {threshold:.3f})")
+        chosen = named(matches, rule.value, rule.margin)
+        verdict = "unknown" if chosen is None else chosen.name
+        if chosen is None and matches and matches[0].within(rule.value):
+            verdict += f" ({matches[0].name} and {matches[1].name} are within the margin)"
+        print(
+            f"face {i} at {np.round(box).astype(int).tolist()}: {verdict} (threshold {rule.value:.3f}, margin {rule.margin:g})"
+        )
+        matches = matches[: args.k]
         for m in matches:
             print(f"    {m.name:<30} d={m.distance:.3f}")
     return 0

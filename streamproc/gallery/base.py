@@ -72,6 +72,26 @@ class Match:
         return self.distance <= threshold
 
 
+def named(matches: Sequence[Match], threshold: float, margin: float = 0.0) -> Match | None:
+    """Who a probe is named as, from its nearest people (closest first): the nearest when it is within
+    ``threshold`` and at least ``margin`` closer than the next person; else None (unknown).
+
+    The margin keeps a face that looks about equally like two enrolled people from being given either
+    name, and a stranger's nearest people are usually such a near-tie, so at the same fraction of
+    strangers named the threshold can be looser (``streamproc.gallery.calibrate``).
+
+    Example:
+        >>> near = [Match("a", "Ada", 0.40), Match("b", "Bo", 0.45)]
+        >>> named(near, 0.6).name, named(near, 0.6, margin=0.1)
+        ('Ada', None)
+    """
+    if not matches or not matches[0].within(threshold):
+        return None
+    if len(matches) > 1 and matches[1].distance - matches[0].distance < margin:
+        return None
+    return matches[0]
+
+
 @dataclass(frozen=True)
 class ChangeEvent:
     """One entry of the change log.

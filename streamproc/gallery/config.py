@@ -76,6 +76,14 @@ class GalleryConfig(BaseModel):
         lt=1.0,
         description="target false-positive identification rate: the fraction of strangers given a name",
     )
+    margin: float = Field(
+        0.1,
+        ge=0.0,
+        le=4.0,
+        allow_inf_nan=False,
+        description="squared L2 distance by which the nearest person must beat the next one to be named "
+        "(a near-tie is unknown); 0 = off. The calibration is made for this margin",
+    )
     cluster_threshold: Distance = Field(
         1.0, description="squared L2 distance below which unknown faces are merged"
     )

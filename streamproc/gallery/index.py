@@ -40,7 +40,7 @@ import numpy as np
 from streamproc.errors import GalleryError, IncompatibleModels, InputError
 from streamproc.gallery import index_cache
 from streamproc.gallery.ann import AnnIndex, AnnOptions
-from streamproc.gallery.base import ChangeEvent, Changes, GalleryStore, IdentityRows, Match
+from streamproc.gallery.base import ChangeEvent, Changes, GalleryStore, IdentityRows, Match, named
 from streamproc.gallery.candidates import CandidateSearch, index_options
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.exact_scan import ExactScan
@@ -451,11 +451,16 @@ class GalleryIndex(CandidateSearch, ExactScan):
         return out
 
     def identify(
-        self, probes: np.ndarray, threshold: float | None = None, model_version: str | None = None
+        self,
+        probes: np.ndarray,
+        threshold: float | None = None,
+        model_version: str | None = None,
+        margin: float = 0.0,
     ) -> list[Match | None]:
-        """The closest person per probe when within ``threshold`` (squared L2), else None (unknown)."""
+        """The closest person per probe when within ``threshold`` (squared L2) and ``margin`` closer
+        than the next person, else None (unknown): ``streamproc.gallery.base.named``."""
         limit = self.threshold if threshold is None else threshold
         if limit is None:
             raise InputError("identify: no threshold (resolve one with streamproc.gallery.policy.resolve)")
-        results = self.search(probes, k=1, model_version=model_version)
-        return [r[0] if r and r[0].within(limit) else None for r in results]
+        results = self.search(probes, k=2, model_version=model_version)
+        return [named(r, limit, margin) for r in results]

@@ -7,16 +7,20 @@ upgrades alike. In order:
 2. a probe of another model version than the gallery's (a rolling upgrade): the calibrated pair
    threshold (``streamproc.models.compat``), which refuses pairs never calibrated;
 3. the gallery's own open-set calibration (``streamproc gallery calibrate``), stored with its
-   model version, when made for the configured target FPIR; the run warns when the gallery has
-   grown to more than ``GROWTH_WARNING`` times the size it was calibrated at;
+   model version, when made for the configured target FPIR and margin; the run warns when the
+   gallery has grown to more than ``GROWTH_WARNING`` times the size it was calibrated at;
 4. the model's 1:1 impostor curve (``ModelCard.far_thresholds``) at the gallery's size and target
    FPIR (see ``calibrate.threshold_from_far``);
 5. the card's 1:1 verification threshold, with a warning: it names strangers in large galleries.
 
+Whatever the threshold, a face is named only with ``gallery.margin`` of lead over the next person
+(``streamproc.gallery.base.named``). Only a calibration accounts for the margin; the thresholds of 4.
+and 5. ignore it, so there the margin names fewer strangers than the target, and fewer enrolled people.
+
 Example:
     >>> from streamproc.gallery.config import GalleryConfig
     >>> resolve(GalleryConfig(threshold=0.9), None, "v1", "v1", 10).describe()
-    '0.900 (gallery.threshold in the config)'
+    '0.900 with margin 0.15 (gallery.threshold in the config)'
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ class Threshold:
 
     value: float
     source: str
+    margin: float = 0.0  # the lead over the next person needed to be named
 
     def describe(self) -> str:
-        return f"{self.value:.3f} ({self.source})"
+        lead = f" with margin {self.margin:g}" if self.margin else ""
+        return f"{self.value:.3f}{lead} ({self.source})"
 
 
 def resolve(
@@ -55,14 +61,17 @@ def resolve(
 ) -> Threshold:
     """The threshold for ``probe_version`` embeddings against a ``gallery_version`` gallery of
     ``gallery_size`` people (see the module doc for the order). ``card`` is the gallery version's."""
+    margin = config.margin
     if config.threshold is not None:
-        return Threshold(config.threshold, "gallery.threshold in the config")
+        return Threshold(config.threshold, "gallery.threshold in the config", margin)
     if probe_version != gallery_version:
         from streamproc.models import compat
 
-        return Threshold(compat.threshold(probe_version, gallery_version), "calibrated model pair, 1:1")
+        pair = compat.threshold(probe_version, gallery_version)
+        return Threshold(pair, "calibrated model pair, 1:1", margin)
     if calibration is not None and calibration.model_version == gallery_version:
-        if abs(calibration.fpir - config.fpir) < 1e-12:
+        same_rule = abs(calibration.margin - margin) < 1e-9
+        if abs(calibration.fpir - config.fpir) < 1e-12 and same_rule:
             if gallery_size > GROWTH_WARNING * max(calibration.gallery_size, 1):
                 log.warning(
                     "gallery %s has %d people, calibrated at %d: re-run `streamproc gallery calibrate`",
@@ -73,19 +82,23 @@ def resolve(
             return Threshold(
                 calibration.threshold,
                 f"FPIR {calibration.fpir:g} calibrated at {calibration.gallery_size} people ({calibration.method})",
+                margin,
             )
         log.warning(
-            "gallery %s was calibrated for FPIR %g, the config asks for %g: using the model's curve",
+            "gallery %s was calibrated for FPIR %g with margin %g, the config asks for FPIR %g with "
+            "margin %g: using the model's curve; re-run `streamproc gallery calibrate`",
             gallery_version,
             calibration.fpir,
+            calibration.margin,
             config.fpir,
+            margin,
         )
     if card is None:
         raise ModelError(f"no model card for version {gallery_version!r}: cannot choose a threshold")
     from_curve = threshold_from_far(card.far_thresholds, config.fpir, gallery_size)
     if from_curve is not None:
         return Threshold(
-            from_curve, f"FPIR {config.fpir:g} at {gallery_size} people from the model's FAR curve"
+            from_curve, f"FPIR {config.fpir:g} at {gallery_size} people from the model's FAR curve", margin
         )
     if gallery_version not in card.thresholds:
         raise ModelError(
@@ -99,7 +112,7 @@ def resolve(
         card.key,
         value,
     )
-    return Threshold(value, "model card, 1:1 verification")
+    return Threshold(value, "model card, 1:1 verification", margin)
 
 
 def for_gallery(

@@ -92,6 +92,7 @@ class Outlet:
             sync_interval_s=config.runtime.gallery_sync_s,
             pair_threshold=compat.threshold,
             stores_unknowns=False,  # only the first time a decision goes out (below)
+            margin=resolved.margin,
         )
         redis_client = None
         if config.emit.redis_stream is not None:

@@ -2,9 +2,10 @@
 
 For every decision in ``batch.decisions`` that no gallery has seen yet (``gallery_version == ''``):
 
-* its embedding is searched in the in-memory ``GalleryIndex`` (one k=1 call for the whole batch);
-  ``identity`` is the nearest person's name when the squared L2 distance is at most ``threshold``,
-  else None (unknown); ``distance`` is that nearest distance (NaN for an empty gallery) and
+* its embedding is searched in the in-memory ``GalleryIndex`` (one k=2 call for the whole batch);
+  ``identity`` is the nearest person's name when the squared L2 distance is at most ``threshold``
+  and the next person is at least ``margin`` farther (``streamproc.gallery.base.named``), else None
+  (unknown); ``distance`` is that nearest distance (NaN for an empty gallery) and
   ``gallery_version`` the gallery's model version;
 * an unknown **revision 0** is stored with ``store.add_unknown`` (when a store is given) so the
   unknown faces can be clustered and named later (with ``stores_unknowns=False`` the caller does
@@ -46,7 +47,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from streamproc.errors import ConfigError, GalleryError, IncompatibleModels
-from streamproc.gallery.base import GalleryStore, Match
+from streamproc.gallery.base import GalleryStore, Match, named
 from streamproc.gallery.index import GalleryIndex
 from streamproc.metrics import NullRecorder, Recorder
 from streamproc.stages.base import Stage
@@ -58,8 +59,9 @@ log = logging.getLogger(__name__)
 class MatchStage(Stage):
     """Fills ``identity``, ``distance`` and ``gallery_version`` of new decisions; drops repeats.
 
-    ``threshold`` is a squared L2 distance, resolved by ``streamproc.gallery.policy``; every
-    decision carries the threshold it was matched at.
+    ``threshold`` is a squared L2 distance, resolved by ``streamproc.gallery.policy``, and ``margin``
+    the lead over the next person a name needs (``gallery.margin``); every decision carries the
+    threshold it was matched at.
     ``gallery_version`` defaults to ``index.model_version``.
 
     Example:
@@ -82,10 +84,14 @@ class MatchStage(Stage):
         clock: Callable[[], float] = time.monotonic,
         pair_threshold: Callable[[str, str], float] | None = None,
         stores_unknowns: bool = True,
+        margin: float = 0.0,
     ):
         if not (threshold > 0 and math.isfinite(threshold)):
             raise ConfigError(f"match threshold: expected a positive squared L2 distance, got {threshold}")
+        if not (margin >= 0 and math.isfinite(margin)):
+            raise ConfigError(f"match margin: expected a squared L2 distance >= 0, got {margin}")
         self.threshold = float(threshold)
+        self.margin = float(margin)
         self.index = index
         self.store = store
         self.gallery_version = gallery_version or index.model_version
@@ -145,8 +151,8 @@ class MatchStage(Stage):
             if decision.gallery_version != "":
                 out.append(decision)  # matched upstream: pass through
                 continue
-            _, match = next(looked_up)
-            kept = self._decide(decision, match)
+            _, nearest = next(looked_up)
+            kept = self._decide(decision, nearest)
             if kept is not None:
                 out.append(kept)
         self._forget(batch)
@@ -157,8 +163,8 @@ class MatchStage(Stage):
             self.recorder.observe("batch_size", len(fresh), stage=self.name)
         return dataclasses.replace(batch, decisions=out)
 
-    def _nearest(self, decisions: Sequence[Decision]) -> list[Match | None]:
-        """The nearest gallery person of each decision's embedding (None for an empty gallery)."""
+    def _nearest(self, decisions: Sequence[Decision]) -> list[list[Match]]:
+        """The two nearest gallery people of each decision's embedding (none for an empty gallery)."""
         if not decisions:
             return []
         for d in decisions:
@@ -167,22 +173,35 @@ class MatchStage(Stage):
                 raise GalleryError(
                     f"decision of stream {d.stream_id!r} track {d.track_id} carries no embedding to match"
                 )
-        out: list[Match | None] = [None] * len(decisions)
+        out: list[list[Match]] = [[] for _ in decisions]
         for version in {d.model_version for d in decisions}:
             rows = [i for i, d in enumerate(decisions) if d.model_version == version]
             probes = np.stack([np.asarray(decisions[i].embedding, np.float32) for i in rows])
             started = time.perf_counter()
-            results = self._index_for(version)[0].search(probes, k=1)
+            results = self._index_for(version)[0].search(probes, k=2)
             self.recorder.observe("gallery_search_seconds", time.perf_counter() - started)
             for i, r in zip(rows, results, strict=True):
-                out[i] = r[0] if r else None
+                out[i] = r
         return out
 
-    def _decide(self, decision: Decision, match: Match | None) -> Decision | None:
+    def _decide(self, decision: Decision, nearest: list[Match]) -> Decision | None:
         """The matched decision, or None when it repeats what the track already said."""
+        match = nearest[0] if nearest else None
         distance = float("nan") if match is None else match.distance
         index, threshold = self._index_for(decision.model_version)
-        identity = match.name if match is not None and match.within(threshold) else None
+        chosen = named(nearest, threshold, self.margin)
+        identity = None if chosen is None else chosen.name
+        if match is not None and chosen is None and match.within(threshold):
+            log.info(
+                "%s track %d: unknown, %s at %.3f and %s at %.3f are within margin %g of each other",
+                decision.stream_id,
+                decision.track_id,
+                nearest[0].name,
+                nearest[0].distance,
+                nearest[1].name,
+                nearest[1].distance,
+                self.margin,
+            )
         matched = dataclasses.replace(
             decision,
             identity=identity,

@@ -163,8 +163,14 @@ def test_naive_scoring_judges_every_face_on_its_own() -> None:
         bench.Seen(0, 2, a, group=2, name="ada", distance=0.5),  # cy named ada: wrong, and a stranger named
         bench.Seen(0, 3, a, group=3, name="bob", distance=0.6),  # unknown at the threshold
     ]
-    out = bench.score_naive(seen, [video], bench.appearances([video], {"ada"}), threshold=0.55)
+    shown = bench.appearances([video], {"ada"})
+    out = bench.score_naive(seen, [video], shown, threshold=0.55, margin=0.0)
     assert out["appearance_recall"] == 1.0
     assert out["wrong_name_rate"] == pytest.approx(1 / 4)
     assert out["stranger_named_rate"] == pytest.approx(1 / 2)
     assert out["decisions_per_appearance"] == pytest.approx(4 / 3)
+    # the product's rule: the stranger's face was a near-tie (next person at 0.55), so it is unknown
+    seen[2] = bench.Seen(0, 2, a, group=2, name="ada", distance=0.5, second=0.55)
+    ruled = bench.score_naive(seen, [video], shown, threshold=0.55, margin=0.1)
+    assert ruled["stranger_named_rate"] == 0.0 and ruled["wrong_name_rate"] == 0.0
+    assert ruled["appearance_recall"] == 1.0

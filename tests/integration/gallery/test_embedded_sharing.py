@@ -79,3 +79,27 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return False
+
+
+def test_a_server_whose_folder_was_deleted_stops_with_its_process(tmp_path: Path) -> None:
+    """A bench or script keeps the server in a temporary directory that is cleaned up before the
+    interpreter exits: the server must not outlive the process that started it."""
+    script = """
+import shutil, sys, tempfile
+from pathlib import Path
+from streamproc.gallery.embedded import connect
+with tempfile.TemporaryDirectory(dir=sys.argv[1]) as tmp:
+    connect(None, Path(tmp)).set("k", "1")
+    print(Path(tmp, "embedded.json").read_text(), flush=True)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    pid = int(json.loads(done.stdout.splitlines()[-1])["pid"])
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        os.kill(pid, 9)
+        pytest.fail(f"the embedded server {pid} outlived its process and deleted folder")
+    assert done.returncode == 0 and "Exception ignored" not in done.stderr, done.stderr[-2000:]

@@ -12,7 +12,8 @@ from streamproc.errors import InputError
 from streamproc.gallery.calibrate import (
     Calibration,
     calibrate,
-    nearest_other,
+    impostor_scores,
+    nearest_two,
     threshold_for_fpir,
     threshold_from_far,
 )
@@ -21,6 +22,7 @@ from streamproc.gallery.policy import resolve
 from streamproc.models.checkpoint import ModelCard
 
 PROFILES = Path(streamproc.__file__).parent / "configs"
+MARGIN = GalleryConfig().margin
 
 
 def unit_rows(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -54,8 +56,44 @@ def test_leave_one_out_ignores_the_persons_own_rows() -> None:
     rows = unit_rows(4)
     rows[1] = rows[0]  # person a has two identical rows
     owners = np.array(["a", "a", "b", "c"])
-    expected = np.maximum(2 - 2 * rows[0] @ rows[2:].T, 0).min()
-    assert nearest_other(rows, owners)[0] == pytest.approx(expected, abs=1e-5)
+    expected = np.sort(np.maximum(2 - 2 * rows[0] @ rows[2:].T, 0))
+    nearest, second = nearest_two(rows, owners, rows[:1], own=owners[:1])
+    assert [nearest[0], second[0]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_the_second_nearest_is_another_person_not_another_row() -> None:
+    rows = unit_rows(5)
+    owners = np.array(["a", "b", "a", "c", "b"])
+    probe = rows[2:3] * 0.9 + rows[0:1] * 0.1  # nearest rows are both a's
+    probe /= np.linalg.norm(probe)
+    dist = np.maximum(2 - 2 * probe @ rows.T, 0)[0]
+    per_person = sorted(dist[owners == o].min() for o in ("a", "b", "c"))
+    nearest, second = nearest_two(rows, owners, probe)
+    assert [nearest[0], second[0]] == pytest.approx(per_person[:2], abs=1e-5)
+    lone, none = nearest_two(rows[:1], owners[:1], probe)
+    assert np.isfinite(lone[0]) and none[0] == np.inf
+
+
+def test_near_ties_count_as_strangers_never_named() -> None:
+    """A stranger whose two nearest people are within the margin is never named: it counts in the
+    total, so the threshold for the same FPIR is looser, and still names at most that FPIR."""
+    nearest = np.arange(1, 101) / 100
+    second = nearest + np.where(np.arange(100) % 2 == 0, 0.01, 1.0)  # every other one a near-tie
+    scores = impostor_scores(nearest, second, margin=0.1)
+    assert np.isinf(scores[::2]).all() and (scores[1::2] == nearest[1::2]).all()
+    loose, plain = threshold_for_fpir(scores, 0.02), threshold_for_fpir(nearest, 0.02)
+    assert loose > plain
+    assert np.mean(scores <= loose) <= 0.02
+
+
+def test_calibration_with_a_margin_holds_on_new_strangers() -> None:
+    gallery = unit_rows(300, seed=1)
+    strangers, fresh = unit_rows(4000, seed=2), unit_rows(4000, seed=3)
+    plain = calibrate("v1", gallery, np.arange(300), fpir=0.01, strangers=strangers)
+    cal = calibrate("v1", gallery, np.arange(300), fpir=0.01, strangers=strangers, margin=0.3)
+    assert cal.margin == 0.3 and cal.threshold > plain.threshold and cal.measured_fpir <= 0.01
+    named = impostor_scores(*nearest_two(gallery, np.arange(300), fresh), 0.3) <= cal.threshold
+    assert 0.003 <= np.mean(named) <= 0.02
 
 
 def test_calibration_from_strangers_holds_on_new_strangers() -> None:
@@ -85,7 +123,7 @@ CARD = ModelCard(
 
 
 def test_policy_order() -> None:
-    cal = Calibration("v1", 0.9, 0.01, gallery_size=100, impostors=100, method="strangers")
+    cal = Calibration("v1", 0.9, 0.01, gallery_size=100, impostors=100, method="strangers", margin=MARGIN)
     assert resolve(GalleryConfig(threshold=0.5), CARD, "v1", "v1", 100, cal).value == 0.5
     assert resolve(GalleryConfig(), CARD, "v1", "v1", 100, cal).value == 0.9
     other_target = resolve(GalleryConfig(fpir=0.05), CARD, "v1", "v1", 100, cal)
@@ -95,8 +133,17 @@ def test_policy_order() -> None:
     assert resolve(GalleryConfig(), bare, "v1", "v1", 10).value == 1.16
 
 
+def test_a_calibration_for_another_margin_is_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    old = Calibration("v1", 0.9, 0.01, gallery_size=100, impostors=100, method="strangers")  # margin 0
+    resolved = resolve(GalleryConfig(margin=0.15), CARD, "v1", "v1", 100, old)
+    assert "FAR curve" in resolved.source and resolved.margin == 0.15
+    assert "re-run `streamproc gallery calibrate`" in caplog.text
+    same = resolve(GalleryConfig(margin=0.0), CARD, "v1", "v1", 100, old)
+    assert same.value == 0.9 and same.margin == 0.0
+
+
 def test_policy_warns_when_the_gallery_outgrew_its_calibration(caplog: pytest.LogCaptureFixture) -> None:
-    cal = Calibration("v1", 0.9, 0.01, gallery_size=100, impostors=100, method="strangers")
+    cal = Calibration("v1", 0.9, 0.01, gallery_size=100, impostors=100, method="strangers", margin=MARGIN)
     resolve(GalleryConfig(), CARD, "v1", "v1", 250, cal)
     assert "re-run `streamproc gallery calibrate`" in caplog.text
 

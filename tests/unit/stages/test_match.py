@@ -239,3 +239,37 @@ def test_no_store_means_no_sync() -> None:
     stage = MatchStage(THRESHOLD, index, clock=lambda: 100.0)
     stage(make_batch([make_decision(ADA)]))
     assert index.syncs == 0
+
+
+def between(a: np.ndarray, b: np.ndarray, lead: float) -> np.ndarray:
+    """A unit vector in the plane of unit vectors ``a`` and ``b``, nearer ``a`` than ``b`` by ``lead``
+    (squared L2; ``a`` and ``b`` orthogonal)."""
+    # d_a = 2 - 2 cos t, d_b = 2 - 2 sin t: find t with d_b - d_a = 2 (cos t - sin t) = lead
+    t = math.pi / 4 - math.asin(lead / (2 * math.sqrt(2)))
+    return (math.cos(t) * a + math.sin(t) * b).astype(np.float32)
+
+
+@pytest.mark.parametrize(("lead", "expected"), [(0.05, None), (0.2, "Ada")])
+def test_a_face_as_near_two_people_is_given_neither_name(lead: float, expected: str | None) -> None:
+    """Both people are well within the threshold: the nearest name alone would be a coin toss."""
+    stage = MatchStage(1.2, make_index(), margin=0.1)
+    out = stage(make_batch([make_decision(between(ADA, BOB, lead))])).decisions
+    assert out[0].identity == expected
+    assert out[0].distance < 1.2 and out[0].threshold == 1.2
+
+
+def test_without_a_margin_the_nearest_name_is_given() -> None:
+    stage = MatchStage(1.2, make_index())
+    assert stage(make_batch([make_decision(between(ADA, BOB, 0.05))])).decisions[0].identity == "Ada"
+
+
+def test_a_gallery_of_one_person_needs_no_margin() -> None:
+    index = GalleryIndex.from_arrays(["id-ada"], ["Ada"], ADA[None], model_version="v1")
+    stage = MatchStage(THRESHOLD, index, margin=0.5)
+    assert stage(make_batch([make_decision(toward(ADA, BOB, 0.3))])).decisions[0].identity == "Ada"
+
+
+@pytest.mark.parametrize("margin", [-0.1, float("nan"), float("inf")])
+def test_margin_must_be_a_distance(margin: float) -> None:
+    with pytest.raises(ConfigError, match="margin"):
+        MatchStage(THRESHOLD, make_index(), margin=margin)
