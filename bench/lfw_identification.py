@@ -48,14 +48,14 @@ def embed_all(pipeline: FacePipeline, paths: list[Path], cache: Path) -> np.ndar
 
 def open_set_points(
     correct: np.ndarray,
-    dist: np.ndarray,
-    stranger_dist: np.ndarray,
-    margins: dict[str, np.ndarray],
+    nearest: dict[str, np.ndarray],
+    second: dict[str, np.ndarray],
     margin: float,
 ) -> list[dict]:
     """Detect-and-identify rate where a stranger is named 1% / 5% / 10% of the time, by the nearest
     person alone and by the product's rule with ``margin`` (``streamproc.gallery.base.named``);
-    ``margins`` holds each probe's lead over its next person (``genuine``, ``strangers``).
+    ``nearest`` and ``second`` hold the distances to each probe's two nearest people (``genuine``,
+    ``strangers``).
 
     A 1:1 threshold is too loose for 1:N search: a stranger's nearest neighbour among many
     people is much closer than a random impostor pair. These are the thresholds a gallery of
@@ -64,10 +64,8 @@ def open_set_points(
     points = []
     for far in (0.01, 0.05, 0.10):
         for lead in (0.0, margin):
-            t = threshold_for_fpir(
-                impostor_scores(stranger_dist, stranger_dist + margins["strangers"], lead), far
-            )
-            named = (dist <= t) & (margins["genuine"] >= lead)
+            t = threshold_for_fpir(impostor_scores(nearest["strangers"], second["strangers"], lead), far)
+            named = impostor_scores(nearest["genuine"], second["genuine"], lead) <= t
             points.append(
                 {
                     "open_set_far": far,
@@ -128,9 +126,9 @@ def main() -> int:
     dist = np.array([r[0].distance for r in genuine])
     correct = nearest == np.array(probe_names)
     stranger_dist = np.array([r[0].distance for r in impostor])
-    margins = {
-        "genuine": np.array([r[1].distance - r[0].distance for r in genuine]),
-        "strangers": np.array([r[1].distance - r[0].distance for r in impostor]),
+    second = {
+        "genuine": np.array([r[1].distance for r in genuine]),
+        "strangers": np.array([r[1].distance for r in impostor]),
     }
     report = {
         "model": pipeline.embedder.card.key,
@@ -143,7 +141,7 @@ def main() -> int:
         "genuine_rejected_as_unknown": float((dist > threshold).mean()),
         "open_set_false_accept_rate": float((stranger_dist <= threshold).mean()),
         "open_set_operating_points": open_set_points(
-            correct, dist, stranger_dist, margins, config.gallery.margin
+            correct, {"genuine": dist, "strangers": stranger_dist}, second, config.gallery.margin
         ),
         "embed_seconds": round(embed_s, 1),
         "enroll_seconds": round(enroll_s, 2),

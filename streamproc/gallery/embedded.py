@@ -158,14 +158,16 @@ class EmbeddedRedis:
         is flushed)."""
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-        if (self._users is not None or self._proc is not None) and not self.data_dir.is_dir():
+        if self._users is None and self._proc is None:
+            pass
+        elif not self.data_dir.is_dir():
             # its folder was deleted under it (a temporary directory cleaned up first): no other
             # process can find this server any more, so the one that started it stops it
             if self._users is not None:
                 self._users.close()
                 self._users = None
             self._terminate()
-        elif self._users is not None or self._proc is not None:
+        else:
             with self._mutex():
                 if self._release_users_was_last():
                     self._stop_server()
