@@ -119,7 +119,9 @@ def main() -> int:
         genuine = index.search(probe_emb, k=2)
         impostor = index.search(stranger_emb, k=2)
         search_s = time.perf_counter() - t0
-        for name in enrolled:  # leave nothing behind on a shared server
+        # leave nothing behind on a shared server; a fresh embedded one goes with its folder (each
+        # delete rewrites the server's AOF so the rows leave the disk: 0.1 s each, 3 minutes here)
+        for name in enrolled if args.redis_url else ():
             store.delete(name)
 
     nearest = np.array([r[0].name for r in genuine])
