@@ -22,6 +22,7 @@ import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
+from streamproc.errors import StreamprocError
 from streamproc.metrics import Recorder
 from streamproc.runtime.chain import Back, Front, Read
 from streamproc.runtime.config import RuntimeConfig
@@ -291,10 +292,13 @@ class Loop:
         except RayTaskError as exc:
             if call.kind == "embed":
                 raise
-            if call.epoch == s.epoch and not s.done:  # a bug or a model failure on this stream
-                self.calls.kill(s.actor)
-                cause = getattr(exc, "cause", None) or exc
-                self._finish(s, f"{type(cause).__name__}: {cause}")
+            if call.epoch != s.epoch or s.done:
+                return
+            cause = getattr(exc, "cause", None) or exc
+            if call.kind != "detect" and not isinstance(cause, StreamprocError):
+                raise  # a bug in the stream actor: the run ends with its traceback, as with the local runner
+            self.calls.kill(s.actor)  # a user-facing error, or the detector failed: this stream ends
+            self._finish(s, f"{type(cause).__name__}: {cause}")
             return
         if s.done or call.epoch != s.epoch:
             return

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from streamproc.config import load_config
+from streamproc.errors import DecodeError
 from streamproc.gallery.index import GalleryIndex
 from streamproc.metrics import NullRecorder
 from streamproc.models import registry
@@ -53,7 +54,7 @@ class Method:
         args = tuple(a.value if isinstance(a, Ref) else a for a in args)  # Ray resolves ref arguments
         try:
             out = self.fn(*args)
-        except RayActorError as exc:
+        except (RayActorError, RayTaskError) as exc:
             refs = [Ref(error=exc, due=due) for _ in range(self.returns)]
         else:
             refs = [Ref(v, due=due) for v in (out if self.returns > 1 else (out,))]
@@ -90,8 +91,8 @@ class World:
 class FakeStream:
     """A file of ``BATCHES`` batches, one face each; dies once in ``back(die_at)`` when asked."""
 
-    def __init__(self, world: World, sid: str, die_at: int | None = None):
-        self.sid, self.die_at = sid, die_at
+    def __init__(self, world: World, sid: str, die_at: int | None = None, fail: Exception | None = None):
+        self.sid, self.die_at, self.fail = sid, die_at, fail  # fail: raised in back(die_at) instead
         self.next_read = self.next_track = self.next_back = 0
         self.state = "up"  # up | dead (calls fail) | restarting (the first probe fails)
         self.backs: list[tuple[int, str]] = []  # (seq, model version) of every back, replays included
@@ -136,6 +137,8 @@ class FakeStream:
 
     def _back(self, seq: int, embeddings: np.ndarray, version: str | None = None) -> Back:
         self._alive()
+        if self.fail is not None and seq >= (self.die_at or 0):  # what Ray hands the caller of a raising
+            raise RayTaskError("back", f"Traceback ...\n{self.fail!r}", self.fail)  # method, then and after
         assert seq == self.next_back, f"{self.sid}: back({seq}) out of order"
         assert embeddings[0, 0] == seq, "another batch's embeddings"
         if seq == self.die_at:
@@ -174,16 +177,21 @@ class ScriptedControl(Controller):
         self.in_service.append(version)
 
 
-@pytest.mark.parametrize("detectors", [0, 1])
-def test_reordered_results_an_actor_death_and_a_model_switch(detectors: int) -> None:
-    world = World()
+def outlet_for_a_and_b() -> tuple[Outlet, MemorySink]:
+    """The outlet of a run of streams a and b, matching against one enrolled person (ada)."""
     config = load_config(None, ["sources=[{uri: a.mp4}, {uri: b.mp4}]"])
     card = registry.peek_card(registry.DEFAULT_MODEL)
     index = GalleryIndex.from_arrays(
         ["id-ada"], ["ada"], np.eye(1, DIM, dtype=np.float32), model_version="v1"
     )
     sink = MemorySink()
-    outlet = Outlet(config, card, sources=config.sources, index=index, sinks=[sink])
+    return Outlet(config, card, sources=config.sources, index=index, sinks=[sink]), sink
+
+
+@pytest.mark.parametrize("detectors", [0, 1])
+def test_reordered_results_an_actor_death_and_a_model_switch(detectors: int) -> None:
+    world = World()
+    outlet, sink = outlet_for_a_and_b()
     streams = {"a": FakeStream(world, "a"), "b": FakeStream(world, "b", die_at=5)}
     new_models: list[FakeModel] = []
 
@@ -214,4 +222,36 @@ def test_reordered_results_an_actor_death_and_a_model_switch(detectors: int) -> 
     assert world.killed and all(any(k is m for m in old) for k in world.killed), "drained ones stop"
     versions = [d.model_version for _, d in sink.seen if d.stream_id == "b"]
     assert versions[:6] == ["v1"] * 6 and versions[-1] == "v2", "b's last batches were embedded by v2"
+    outlet.close()
+
+
+def run_with_failing_stream(fail: Exception) -> tuple[Loop, Outlet, MemorySink]:
+    """Streams a and b through the loop; b's actor raises ``fail`` in ``back(5)``."""
+    world = World()
+    outlet, sink = outlet_for_a_and_b()
+    streams = {"a": FakeStream(world, "a"), "b": FakeStream(world, "b", die_at=5, fail=fail)}
+    books = {sid: StreamBook(sid, actor) for sid, actor in streams.items()}
+    pools = Pools([FakeModel(world)], [], "v1", None)
+    control = Controller(outlet.config, outlet)
+    rt = RuntimeConfig(max_in_flight=3, max_restarts=1)
+    loop = Loop(rt, NullRecorder(), threading.Event(), outlet, pools, books, None, control, world.calls())
+    return loop, outlet, sink
+
+
+def test_a_bug_in_a_stream_actor_ends_the_run_with_its_traceback() -> None:
+    """As with the local runner: a programming error is not a stream closed with a one-line warning."""
+    loop, outlet, _ = run_with_failing_stream(ZeroDivisionError("division by zero"))
+    with pytest.raises(RayTaskError) as info:
+        loop.run()
+    assert isinstance(info.value.cause, ZeroDivisionError)
+    assert "ZeroDivisionError" in str(info.value)  # the actor's traceback reaches the CLI's log
+    outlet.close()
+
+
+def test_a_user_facing_error_in_a_stream_actor_closes_that_stream_only() -> None:
+    loop, outlet, sink = run_with_failing_stream(DecodeError("b.mp4: corrupt packet"))
+    loop.run()
+    summary = outlet.summary("fake", 1.0)
+    assert "DecodeError: b.mp4: corrupt packet" in str(summary.streams["b"])
+    assert sorted(d.track_id for _, d in sink.seen if d.stream_id == "a") == list(range(BATCHES))
     outlet.close()
