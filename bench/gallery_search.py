@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--probes", type=int, default=512, help="probes for recall and latency")
     parser.add_argument(
-        "--repeats", type=int, default=1000, help="timed searches per row (p99 of 60 is their maximum)"
+        "--repeats", type=int, default=1000, help="timed searches per row (p99 of 60 is nearly their maximum)"
     )
     parser.add_argument("--nprobe", default="16,32,64,128", help="IVF cells scanned per probe (one row each)")
     parser.add_argument("--storage", default="sq8", choices=["sq8", "flat"])

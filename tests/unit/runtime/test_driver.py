@@ -225,17 +225,25 @@ def test_reordered_results_an_actor_death_and_a_model_switch(detectors: int) -> 
     outlet.close()
 
 
-def run_with_failing_stream(fail: Exception) -> tuple[Loop, Outlet, MemorySink]:
-    """Streams a and b through the loop; b's actor raises ``fail`` in ``back(5)``."""
-    world = World()
+def loop_for(
+    world: World, streams: dict[str, FakeStream], detectors: list[FakeModel]
+) -> tuple[Loop, Outlet, MemorySink]:
+    """The driver loop over ``streams`` with one embedder and ``detectors``, no model switch."""
     outlet, sink = outlet_for_a_and_b()
-    streams = {"a": FakeStream(world, "a"), "b": FakeStream(world, "b", die_at=5, fail=fail)}
     books = {sid: StreamBook(sid, actor) for sid, actor in streams.items()}
-    pools = Pools([FakeModel(world)], [], "v1", None)
+    pools = Pools([FakeModel(world)], detectors, "v1", None)
     control = Controller(outlet.config, outlet)
     rt = RuntimeConfig(max_in_flight=3, max_restarts=1)
     loop = Loop(rt, NullRecorder(), threading.Event(), outlet, pools, books, None, control, world.calls())
     return loop, outlet, sink
+
+
+def run_with_failing_stream(fail: Exception) -> tuple[Loop, Outlet, MemorySink]:
+    """Streams a and b through the loop; b's actor raises ``fail`` in ``back(5)``."""
+    world = World()
+    return loop_for(
+        world, {"a": FakeStream(world, "a"), "b": FakeStream(world, "b", die_at=5, fail=fail)}, []
+    )
 
 
 def test_a_bug_in_a_stream_actor_ends_the_run_with_its_traceback() -> None:
@@ -254,4 +262,28 @@ def test_a_user_facing_error_in_a_stream_actor_closes_that_stream_only() -> None
     summary = outlet.summary("fake", 1.0)
     assert "DecodeError: b.mp4: corrupt packet" in str(summary.streams["b"])
     assert sorted(d.track_id for _, d in sink.seen if d.stream_id == "a") == list(range(BATCHES))
+    outlet.close()
+
+
+def test_a_failing_detector_call_closes_only_the_stream_it_was_for() -> None:
+    """A model failure in the shared detector pool (e.g. out of GPU memory) is not a bug in a stream."""
+    world = World()
+    calls = iter(range(1000))
+
+    def detect(images: list[np.ndarray]) -> list[Faces]:
+        if next(calls) == 3:
+            raise RayTaskError("detect", "Traceback ...", RuntimeError("CUDA out of memory"))
+        return [Faces.empty() for _ in images]
+
+    detector = FakeModel(world)
+    detector.detect = Method(world, detect, delayed=True)
+    loop, outlet, sink = loop_for(
+        world, {"a": FakeStream(world, "a"), "b": FakeStream(world, "b")}, [detector]
+    )
+    loop.run()
+    summary = outlet.summary("fake", 1.0)
+    failed = [sid for sid, s in summary.streams.items() if "RuntimeError: CUDA out of memory" in str(s)]
+    assert len(failed) == 1, summary.streams
+    (other,) = {"a", "b"} - set(failed)
+    assert sorted(d.track_id for _, d in sink.seen if d.stream_id == other) == list(range(BATCHES))
     outlet.close()
