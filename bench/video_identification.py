@@ -57,7 +57,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/pipeline_throug
 import numpy as np
 from lfw_identification import embed_all
 
-import streamproc.runtime.local as local_runtime
+import streamproc.runtime.chain as chain_module
 from streamproc import env, scenes
 from streamproc.align import align_faces, crop_landmarks, pick_face
 from streamproc.config import load_config
@@ -240,7 +240,7 @@ class Seen:
 
 @contextlib.contextmanager
 def recording_aggregates(seen: list[FrameBatch]) -> Iterator[None]:
-    """While open, ``LocalRunner`` builds aggregate stages that keep every batch they get (faces with
+    """While open, stream chains build aggregate stages that keep every batch they get (faces with
     their final track ids). A hook of the runner would be cleaner; this keeps the bench off the library."""
 
     class Recording(AggregateStage):
@@ -248,12 +248,12 @@ def recording_aggregates(seen: list[FrameBatch]) -> Iterator[None]:
             seen.append(batch)  # its frames are 1x1 placeholders by now
             return super().process(batch)
 
-    original = local_runtime.AggregateStage
-    local_runtime.AggregateStage = Recording  # type: ignore[misc]
+    original = chain_module.AggregateStage
+    chain_module.AggregateStage = Recording  # type: ignore[misc]
     try:
         yield
     finally:
-        local_runtime.AggregateStage = original  # type: ignore[misc]
+        chain_module.AggregateStage = original  # type: ignore[misc]
 
 
 def run_ours(

@@ -5,25 +5,26 @@ phases, so that the models can run elsewhere (in this process, or in pools of Ra
 many streams):
 
 * ``read()``: the next batch of the source; the frames the detect schedule picks (every
-  ``every_k_frames``-th frame of the stream) leave as ``(K, H, W, 3)`` images with a small
-  ``Read`` record. The batch waits inside the chain.
-* ``track(seq, found)``: the detector's faces for those frames come back -> detect stage (quality,
-  scores) -> tracker -> the face crops the tracker wants embedded leave with a ``Front`` record;
-  the tracked batch waits inside the chain, its frames shrunk to placeholders.
+  ``every_k_frames``-th frame and every shot cut) leave as ``(K, H, W, 3)`` images with the
+  batch's ``seq``. The batch waits inside the chain.
+* ``track(seq, found)``: the detector's faces for those frames come back -> scores and quality ->
+  tracker -> the face crops the tracker wants embedded leave with a ``Front`` record; the tracked
+  batch waits inside the chain, its frames shrunk to placeholders.
 * ``back(seq, embeddings)``: embeddings back in -> aggregate. Returns a ``Back`` record with the new
   aggregates (``Decision`` s still to be matched) and the closed tracks.
 
-``front()`` does ``read`` + the chain's own detector + ``track`` at once. Each phase must see the
-batches in ``seq`` order; later phases may lag behind earlier ones (several batches in flight). A
-call made after the stream ended returns a record with ``seq == -1``. A source error
-(``DecodeError``, ``SourceDisconnected`` after its retries, any ``StreamprocError``) or a failing
-stage does not escape: the chain closes the source, pushes an empty end-of-stream batch through the
-stages so open tracks are decided, and marks that last record with the error. ``read(stop=True)``
-ends a stream the same way, without error (a live source has no end of its own).
+Each phase must see the batches in ``seq`` order; later phases may lag behind earlier ones
+(several batches in flight: ``streamproc.runtime.pump`` schedules them). A call made after the
+stream ended returns a record with ``seq == -1``. A source error (``DecodeError``,
+``SourceDisconnected`` after its retries, any ``StreamprocError``) or a failing stage does not
+escape: the chain closes the source, pushes an empty end-of-stream batch through the stages so
+open tracks are decided, and marks that last record with the error. ``read(stop=True)`` ends a
+stream the same way, without error (a live source has no end of its own).
 
 Example:
-    >>> chain = StreamChain.build(SourceConfig(uri="a.mp4"), load_config(None), detector, "v1", 128)  # doctest: +SKIP
-    >>> front, crops = chain.front()  # doctest: +SKIP
+    >>> chain = StreamChain(SourceConfig(uri="a.mp4"), load_config(None), "v1", 128)  # doctest: +SKIP
+    >>> seq, images = chain.read()  # doctest: +SKIP
+    >>> front, crops = chain.track(seq, detector(list(images)))  # doctest: +SKIP
     >>> back = chain.back(front.seq, embedder(crops))  # doctest: +SKIP
 """
 
@@ -38,12 +39,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamproc.config import Config
-from streamproc.detect.base import Detector
 from streamproc.errors import ConfigError, StreamprocError
 from streamproc.sources.config import SourceConfig
 from streamproc.sources.source import VideoSource
 from streamproc.stages.aggregate import AggregateStage
-from streamproc.stages.detect import DetectStage
+from streamproc.stages.detect import stamp_faces
 from streamproc.stages.embed import crops_for, with_embeddings
 from streamproc.stages.guard import AppearanceGuard
 from streamproc.stages.schedule import Schedule
@@ -56,16 +56,6 @@ _COUNTERS = ("frames_decoded", "frames_dropped", "decode_errors", "reconnects")
 
 
 @dataclass
-class Read:
-    """What ``StreamChain.read`` reports; the frames to detect travel separately."""
-
-    stream_id: str
-    seq: int  # -1: the stream had already ended, nothing was read
-    detect_frames: int  # frames picked for the detector
-    last: bool  # no read after this one
-
-
-@dataclass
 class Front:
     """What ``StreamChain.front`` reports about one batch (the crops travel separately)."""
 
@@ -74,7 +64,6 @@ class Front:
     frames: int  # frames in the batch
     faces: int  # faces detected
     crops: int  # crops cut for embedding
-    last: bool  # no front after this one
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds on this batch
     counters: dict[str, int] = field(default_factory=dict)  # source counters since the last front
@@ -177,17 +166,6 @@ def check_sources(sources: tuple[SourceConfig, ...]) -> None:
         seen.add(source.stream_id)
 
 
-class _Given(Detector):
-    """Hands the detect stage the faces a detector found elsewhere (a detector actor, or earlier)."""
-
-    def __init__(self) -> None:
-        self.found: list[Faces] = []
-
-    def _detect(self, images: list[np.ndarray]) -> list[Faces]:
-        found, self.found = self.found, []
-        return found
-
-
 @dataclass
 class _Read:
     """A batch read but not yet tracked."""
@@ -199,28 +177,17 @@ class _Read:
 
 
 class StreamChain:
-    """One stream's source and its detect/track/aggregate stages, split around the models (the
-    phases: module docstring). ``track`` and ``aggregate`` stages may be shared with other chains
-    (they key their state by stream id)."""
+    """One stream's source and its schedule, tracker, guard and aggregator, split around the models
+    (the phases: module docstring)."""
 
-    def __init__(
-        self,
-        source: VideoSource,
-        detector: Detector | None,
-        track: TrackStage,
-        aggregate: AggregateStage,
-        config: Config,
-        model_version: str,
-        embedding_dim: int,
-    ):
-        self.source = source
-        self.stream_id = source.config.stream_id
-        self.detector = detector
-        self._given = _Given()
-        self.detect = DetectStage(config.detect, self._given)
-        self.track_stage, self.aggregate = track, aggregate
+    def __init__(self, source: SourceConfig, config: Config, model_version: str, embedding_dim: int):
+        self.source = VideoSource(source)
+        self.stream_id = source.stream_id
+        self.detect_config = config.detect
+        self.track_stage = TrackStage(config.track, detect=config.detect, aggregate=config.aggregate)
+        self.aggregate = AggregateStage(config.aggregate)
         self.schedule = Schedule(config.detect.every_k_frames, config.detect.cuts)
-        self.guard = AppearanceGuard(config.track.appearance_distance, on_split=track.split)
+        self.guard = AppearanceGuard(config.track.appearance_distance, on_split=self.track_stage.split)
         self.align = config.align
         self.model_version = model_version
         self.embedding_dim = embedding_dim
@@ -232,26 +199,6 @@ class StreamChain:
         self.reading_done = False  # the last batch was read
         self.finished = False  # the last batch was tracked
 
-    @classmethod
-    def build(
-        cls,
-        source: SourceConfig,
-        config: Config,
-        detector: Detector | None,
-        model_version: str,
-        embedding_dim: int,
-    ) -> StreamChain:
-        """A chain with its own stages (one stream per process, as in a stream actor)."""
-        return cls(
-            VideoSource(source),
-            detector,
-            TrackStage(config.track, detect=config.detect, aggregate=config.aggregate),
-            AggregateStage(config.aggregate),
-            config,
-            model_version,
-            embedding_dim,
-        )
-
     def resume(self, first_track_id: int) -> None:
         """Go on after a restart of this chain's process. A file starts over and gives its tracks the
         same ids again, so its repeated decisions keep their event ids and are dropped as repeats;
@@ -261,10 +208,10 @@ class StreamChain:
             self.track_stage.continue_ids(self.stream_id, first_track_id)
 
     # --- read ---------------------------------------------------------------------------------------
-    def read(self, stop: bool = False) -> tuple[Read, np.ndarray]:
-        """The next batch: its ``Read`` record and the ``(K, H, W, 3)`` frames to run the detector on."""
+    def read(self, stop: bool = False) -> tuple[int, np.ndarray]:
+        """The next batch: its ``seq`` and the ``(K, H, W, 3)`` frames to run the detector on."""
         if self.reading_done:  # asked for ahead of knowing the stream had ended: nothing there
-            return Read(self.stream_id, -1, 0, last=True), _NO_IMAGES
+            return -1, _NO_IMAGES
         started = time.perf_counter()
         batch, error = (None, None) if stop else self._next_batch()
         if batch is None:  # ended, stopped or failed: an empty last batch closes every open track
@@ -282,7 +229,7 @@ class StreamChain:
         self.reading_done = batch.end_of_stream
         if self.reading_done:
             self.source.close()
-        return Read(self.stream_id, seq, len(selected), last=self.reading_done), batch.frames[selected]
+        return seq, batch.frames[selected]
 
     def _next_batch(self) -> tuple[FrameBatch | None, str | None]:
         if self._batches is None:
@@ -301,7 +248,7 @@ class StreamChain:
         tracker, crops. Returns the ``Front`` record and the ``Crops`` to embed."""
         if self.finished:  # the stream ended at an earlier batch (a stage failed): nothing more
             self._read.pop(seq, None)
-            return Front(self.stream_id, -1, 0, 0, 0, last=True), Crops(_NO_IMAGES)
+            return Front(self.stream_id, -1, 0, 0, 0), Crops(_NO_IMAGES)
         self._check_order("track", seq, self._next_track)
         self._next_track += 1
         read = self._read.pop(seq)
@@ -311,12 +258,8 @@ class StreamChain:
             if read.batch.end_of_stream and len(read.batch) == 0:
                 raise  # the closing batch itself failed: nothing sensible is left to do
             log.warning("stream %s: %s; closing it", self.stream_id, exc)
-            read = _Read(
-                _closing(self.stream_id), f"{type(exc).__name__}: {exc}", read.counters, read.seconds
-            )
+            self._end(read, exc)
             tracked, rows, crops = self._detect_track_crop(read.batch, [], read.seconds)
-            self.source.close()
-            self.reading_done = True
         self._waiting[seq] = (tracked, rows)
         self.finished = tracked.end_of_stream
         front = Front(
@@ -325,7 +268,6 @@ class StreamChain:
             frames=len(read.batch),
             faces=len(tracked.faces),
             crops=len(rows),
-            last=self.finished,
             error=read.error,
             seconds=read.seconds,
             counters=read.counters,
@@ -334,33 +276,24 @@ class StreamChain:
         )
         return front, crops
 
-    def front(self, stop: bool = False) -> tuple[Front, Crops]:
-        """``read``, the chain's own detector, and ``track`` in one call."""
-        if self.detector is None:
-            raise RuntimeError("this chain has no detector of its own: call read() and track()")
-        read, images = self.read(stop)
-        if read.seq < 0:
-            return Front(self.stream_id, -1, 0, 0, 0, last=True), Crops(_NO_IMAGES)
-        started = time.perf_counter()
-        try:
-            found = self.detector(list(images)) if len(images) else []
-        except Exception as exc:  # a model failure ends this stream only
-            log.warning("stream %s: detector failed (%s); closing it", self.stream_id, exc)
-            found = []
-            self._read[read.seq].error = f"{type(exc).__name__}: {exc}"
-            self._read[read.seq].batch = _closing(self.stream_id)  # end the stream on this batch
-            self.source.close()
-            self.reading_done = True
-        self._read[read.seq].seconds["detect"] = time.perf_counter() - started
-        return self.track(read.seq, found)
+    def detector_failed(self, seq: int, exc: Exception) -> None:
+        """The detector failed on batch ``seq`` (read, not tracked): the stream ends there, with
+        ``exc`` as its error; batches read after it are dropped."""
+        self._end(self._read[seq], exc)
+
+    def _end(self, read: _Read, exc: Exception) -> None:
+        """The stream ends at this batch: it becomes the empty closing batch, with ``exc`` as its error."""
+        read.batch, read.error = _closing(self.stream_id), f"{type(exc).__name__}: {exc}"
+        self.source.close()
+        self.reading_done = True
 
     def _detect_track_crop(
         self, batch: FrameBatch, found: list[Faces], seconds: dict[str, float]
     ) -> tuple[FrameBatch, np.ndarray, Crops]:
         t0 = time.perf_counter()
-        self._given.found = list(found)
-        detected = self.detect(batch)
-        tracked = self.track_stage(detected)
+        rows = np.flatnonzero(batch.detected) if batch.detected is not None else np.zeros(0, np.int64)
+        faces = stamp_faces(found, rows, self.detect_config)
+        tracked = self.track_stage(dataclasses.replace(batch, faces=faces))
         t2 = time.perf_counter()
         rows, crops = crops_for(tracked, self.align)
         t3 = time.perf_counter()
@@ -428,9 +361,6 @@ class StreamChain:
 
     def close(self) -> None:
         self.source.close()
-        for stage in (self.detect, self.track_stage, self.guard, self.aggregate):
-            stage.reset(self.stream_id)
-        self.schedule.reset(self.stream_id)
         self._read.clear()
         self._waiting.clear()
 

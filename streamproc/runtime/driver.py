@@ -1,12 +1,15 @@
-"""The driver loop of ``RayRunner``: what is in flight, what to submit next, what came back.
+"""The driver loop of ``RayRunner``: it only receives records and keeps the stream actors going.
 
-Per batch of a stream, with detection in the stream actor: ``front`` -> ``embed`` -> ``back``; with
-a detector pool: ``read`` -> ``detect`` -> ``track`` (handled like a front) -> ``embed`` -> ``back``.
-``track`` and ``back`` are submitted in batch order only; at most ``runtime.max_in_flight`` batches
-of a stream are between their first call and the end of their ``back``. The loop waits with
-``ray.wait`` on the outstanding calls (a bounded set) and never more than ``WAIT_S`` at a time, so
-stop requests are seen promptly. Ray is reached through ``Calls`` only, so a test drives the loop
-with in-process fake actors (``tests/unit/runtime/test_driver.py``).
+Each stream actor schedules its own batches (``streamproc.runtime.pump``, the same scheduler the
+local runner uses) and calls the model pools itself. The driver starts each one with the pools'
+handles, then keeps one ``take`` call out per stream and hands what comes back to the ``Outlet``
+(match, emit, metrics). It restarts the streams whose actor died (a file starts over, a camera
+reconnects), asks every stream to stop at ``stop()`` or the deadline (killing those that do not
+within ``stop_grace_s``), and runs rolling upgrades: new embedding actors start, every stream is told
+to use them, and the old ones are killed once every open stream reports batches of the new model.
+The loop waits with ``ray.wait`` on the calls out, never more than ``WAIT_S`` at a time, so stop
+requests are seen promptly. Ray is reached through ``Calls`` only, so a test drives the loop with
+in-process fake actors (``tests/unit/runtime/test_driver.py``).
 """
 
 from __future__ import annotations
@@ -18,20 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
 from streamproc.errors import StreamprocError
 from streamproc.metrics import Recorder
-from streamproc.runtime.chain import Back, Front, Read
+from streamproc.runtime.chain import Back
 from streamproc.runtime.config import RuntimeConfig
 from streamproc.runtime.control import Controller, Serving
 from streamproc.runtime.outlet import Outlet
-from streamproc.types import Faces
+from streamproc.runtime.ray_actors import Taken
 
 log = logging.getLogger(__name__)
-WAIT_S = 0.25  # longest the driver sleeps in ray.wait before looking at stop requests
+WAIT_S = 0.25  # longest the driver, or a stream actor's take, waits before looking at stop requests
+PROBE_S = 0.1  # how often a restarting stream actor is asked whether it is back
 
 
 def ray_ready(refs: list[Any], timeout: float) -> list[Any]:
@@ -56,100 +59,35 @@ class StreamBook:
 
     sid: str
     actor: Any
-    epoch: int = 0  # bumped when the actor restarts: results of older epochs are ignored
-    next_seq: int = 0
-    next_track: int = 0
-    next_back: int = 0
-    in_flight: int = 0
-    reading_done: bool = False  # a record said last: ask for no more batches
-    stopping: bool = False
+    starting: bool = True  # a start() must answer before records are asked for
+    calling: bool = False  # a start() or take() is out
+    call_at: float = 0.0  # not before (a restarting actor is asked again every PROBE_S)
+    stop_sent: bool = False
     done: bool = False
     restarts: int = 0
-    next_track_id: int = 0  # the next track id no batch has used (kept across actor restarts)
-    recovering: bool = False  # its actor is being restarted: nothing is submitted until ready() answers
-    probing: bool = False  # a ready() call is out
-    probe_at: float = 0.0  # when to ask ready() next
-    found: dict[int, list[Faces]] = field(default_factory=dict)  # seq -> detections awaiting track()
-    ready: dict[int, tuple[np.ndarray, str | None]] = field(
-        default_factory=dict
-    )  # seq -> (embeddings, version)
-
-    def reset(self) -> None:
-        self.epoch += 1
-        self.next_seq = self.next_track = self.next_back = self.in_flight = 0
-        self.reading_done, self.stopping = False, False
-        self.found.clear()
-        self.ready.clear()
+    next_track_id: int = 0  # the next track id no record has used (kept across actor restarts)
+    version: str = ""  # model version of its latest aggregated batch
+    taken: Taken | None = None  # its latest take (in-flight gauges)
 
 
 @dataclass
-class _Call:
-    kind: str  # read | detect | front | embed | back
-    sid: str
-    epoch: int
-    seq: int
-    data: Any = None  # the images or crops ref of a read / front, kept alive until it is handled
-    items: int = 0
-    sent: float = 0.0
-    worker: int = -1  # index in its pool (detect, embed)
-
-
-_ORDER = {"ready": -1, "probe": -1, "read": 0, "detect": 1, "front": 2, "embed": 3, "back": 4}
-PROBE_S = 0.1  # how often a restarting stream actor is asked whether it is back
-
-
 class Pools:
-    """The model actors, each with a count of its outstanding calls (the least loaded gets the next).
+    """The model actors. In a rolling upgrade the old embedders drain (no new work) until every open
+    stream has moved to the new ones, then they are killed."""
 
-    Embedding actors are never removed from the lists (indices stay valid for calls in flight);
-    during a rolling upgrade the old ones are ``draining`` (no new work) until their last call
-    returns, then killed (``retired``). ``versions[i]`` is the model version of embedder ``i``.
-    """
-
-    def __init__(
-        self,
-        embedders: list[Any],
-        detectors: list[Any],
-        version: str = "",
-        start_embedders: Callable[[str], list[Any]] | None = None,
-    ):
-        self.embedders, self.detectors = embedders, detectors
-        self.embed_load = [0] * len(embedders)
-        self.detect_load = [0] * len(detectors)
-        self.versions = [version] * len(embedders)
-        self.draining: set[int] = set()
-        self.retired: set[int] = set()
-        self.start_embedders = start_embedders  # model name -> new embedding actors (rolling upgrades)
-
-    @staticmethod
-    def pick(load: list[int]) -> int:
-        i = int(np.argmin(load))
-        load[i] += 1
-        return i
-
-    def pick_embedder(self) -> int:
-        active = [i for i in range(len(self.embedders)) if i not in self.draining and i not in self.retired]
-        i = min(active, key=lambda j: self.embed_load[j])
-        self.embed_load[i] += 1
-        return i
+    embedders: list[Any]
+    detectors: list[Any]
+    version: str = ""  # of the embedders serving new work
+    start_embedders: Callable[[str], list[Any]] | None = None  # model name -> new embedding actors
+    draining: list[Any] = field(default_factory=list)
 
     def add_embedders(self, actors: list[Any], version: str) -> None:
-        """Shift new work to ``actors``; every live embedder of another version drains."""
-        self.draining |= {i for i, v in enumerate(self.versions) if v != version and i not in self.retired}
-        self.embedders += actors
-        self.embed_load += [0] * len(actors)
-        self.versions += [version] * len(actors)
-
-    def retire_drained(self) -> list[Any]:
-        """The draining actors with no call left; they are marked retired (the caller kills them)."""
-        done = [i for i in self.draining if self.embed_load[i] == 0]
-        self.draining -= set(done)
-        self.retired |= set(done)
-        return [self.embedders[i] for i in done]
+        self.draining += self.embedders
+        self.embedders, self.version = list(actors), version
 
 
 class Loop:
-    """The driver loop of one run: submit within the in-flight bounds, handle what finished."""
+    """The driver loop of one run; see the module docstring."""
 
     def __init__(
         self,
@@ -169,7 +107,7 @@ class Loop:
         self.outlet, self.control, self.calls = outlet, control, calls
         self.pools = pools
         self.streams = streams
-        self.pending: dict[Any, _Call] = {}
+        self.pending: dict[Any, tuple[str, Any]] = {}  # ref -> (kind, stream id or upgrade data)
         self.deadline = None if duration_s is None else time.monotonic() + duration_s
         self.stop_at: float | None = None
 
@@ -186,31 +124,35 @@ class Loop:
     def _step(self) -> None:
         self._check_stop()
         self._upgrade()
-        for stream in self.streams.values():
-            if stream.recovering:
-                self._probe(stream)
-                continue
-            while not (stream.done or stream.reading_done or stream.stopping) and (
-                stream.in_flight < self.rt.max_in_flight
-            ):
-                self._next_batch(stream, stop=False)
-        rec = self.recorder
-        rec.gauge("in_flight", sum(s.in_flight for s in self.streams.values()), stage="stream")
-        rec.gauge("in_flight", sum(self.pools.embed_load), stage="embed")
-        rec.gauge("in_flight", sum(self.pools.detect_load), stage="detect")
-        # results held by the driver until the earlier batches of their stream are through
-        rec.gauge("queue_depth", sum(len(s.found) for s in self.streams.values()), stage="track")
-        rec.gauge("queue_depth", sum(len(s.ready) for s in self.streams.values()), stage="back")
+        now = time.monotonic()
+        for s in self.streams.values():
+            if not (s.done or s.calling) and now >= s.call_at:
+                if s.starting:
+                    call = s.actor.start.remote(
+                        s.next_track_id, self.pools.embedders, self.pools.version, self.pools.detectors
+                    )
+                else:
+                    call = s.actor.take.remote(WAIT_S)
+                self.pending[call] = ("start" if s.starting else "take", s.sid)
+                s.calling = True
+        taken = [s.taken for s in self.streams.values() if s.taken is not None and not s.done]
+        self.recorder.gauge("in_flight", sum(t.in_flight for t in taken), stage="stream")
+        self.recorder.gauge("in_flight", sum(t.embedding for t in taken), stage="embed")
         if not self.pending:
+            time.sleep(PROBE_S)
             return
-        ready = self.calls.ready(list(self.pending), WAIT_S)
-        calls = sorted(((self.pending.pop(r), r) for r in ready), key=lambda c: (_ORDER[c[0].kind], c[0].seq))
-        for call, ref in calls:
-            self._handle(call, ref)
-        for stream in self.streams.values():
-            self._submit_in_order(stream)
+        for ref in self.calls.ready(list(self.pending), WAIT_S):
+            kind, about = self.pending.pop(ref)
+            if kind == "ready":
+                self._on_ready(about, ref)
+            elif kind in ("start", "take"):
+                self._on_stream(self.streams[about], kind, ref)
+            else:  # stop, use: a dead actor is found by its take
+                try:
+                    self.calls.get(ref)
+                except (RayActorError, RayTaskError) as exc:
+                    log.debug("%s call to stream %s failed: %s", kind, about, exc)
 
-    # --- submitting ---------------------------------------------------------------------------------
     def _check_stop(self) -> None:
         now = time.monotonic()
         if self.stop_at is None and (
@@ -220,147 +162,63 @@ class Loop:
         if self.stop_at is None:
             return
         for s in self.streams.values():
-            if s.recovering and not s.done:  # restarting: its new incarnation has nothing open to close
-                s.done = True
+            if s.done:
                 continue
-            if not s.done and not s.reading_done and not s.stopping:
-                self._next_batch(s, stop=True)
-                s.stopping = True
-            elif not s.done and now - self.stop_at > self.rt.stop_grace_s:
+            if s.starting:  # restarting: its new incarnation has nothing open to close
+                s.done = True
+            elif not s.stop_sent:
+                self.pending[s.actor.stop.remote()] = ("stop", s.sid)
+                s.stop_sent = True
+            elif now - self.stop_at > self.rt.stop_grace_s:
                 log.warning("stream %s did not stop within %.0fs: killing it", s.sid, self.rt.stop_grace_s)
                 self.calls.kill(s.actor)
                 self._finish(s, f"did not stop within {self.rt.stop_grace_s:g}s after the stop request")
 
-    def _probe(self, s: StreamBook) -> None:
-        """Ask a restarting stream actor whether it is back (one call at a time, every PROBE_S)."""
-        if not s.done and not s.probing and time.monotonic() >= s.probe_at:
-            self.pending[s.actor.ready.remote(s.next_track_id)] = _Call("probe", s.sid, s.epoch, -1)
-            s.probing = True
-
-    def _next_batch(self, s: StreamBook, stop: bool) -> None:
-        kind = "read" if self.pools.detectors else "front"
-        meta_ref, data_ref = getattr(s.actor, kind).remote(stop)
-        self.pending[meta_ref] = _Call(kind, s.sid, s.epoch, s.next_seq, data=data_ref)
-        s.next_seq += 1
-        s.in_flight += 1
-
-    def _submit_in_order(self, s: StreamBook) -> None:
-        while not s.done and s.next_track in s.found:
-            seq = s.next_track
-            meta_ref, crops_ref = s.actor.track.remote(seq, s.found.pop(seq))
-            self.pending[meta_ref] = _Call("front", s.sid, s.epoch, seq, data=crops_ref)
-            s.next_track += 1
-        while not s.done and s.next_back in s.ready:
-            seq = s.next_back
-            embeddings, version = s.ready.pop(seq)
-            ref = s.actor.back.remote(seq, embeddings, version)
-            self.pending[ref] = _Call("back", s.sid, s.epoch, seq)
-            s.next_back += 1
-
-    def _to_pool(self, kind: str, s: StreamBook, seq: int, data_ref: Any, items: int) -> None:
-        if kind == "detect":
-            i = self.pools.pick(self.pools.detect_load)
-            ref = self.pools.detectors[i].detect.remote(data_ref)
-        else:
-            i = self.pools.pick_embedder()
-            ref = self.pools.embedders[i].embed.remote(data_ref)
-        self.pending[ref] = _Call(kind, s.sid, s.epoch, seq, items=items, sent=time.perf_counter(), worker=i)
-
-    # --- handling results ---------------------------------------------------------------------------
-    def _handle(self, call: _Call, ref: Any) -> None:
-        if call.kind == "ready":
-            self._on_ready(call, ref)
-            return
-        s = self.streams[call.sid]
-        pooled = call.kind in ("detect", "embed")
-        if call.kind == "probe":
-            s.probing = False
-        if call.kind == "embed":
-            self.pools.embed_load[call.worker] -= 1
-        elif call.kind == "detect":
-            self.pools.detect_load[call.worker] -= 1
+    def _on_stream(self, s: StreamBook, kind: str, ref: Any) -> None:
+        s.calling = False
         try:
             value = self.calls.get(ref)
         except RayActorError as exc:
-            if call.kind == "probe" and not isinstance(exc, ActorDiedError):
-                s.probe_at = time.monotonic() + PROBE_S  # still restarting
-                return
-            if pooled:
-                raise  # a pool is shared: without it nothing can go on
-            self._actor_died(s, call, exc)
+            if s.starting and not isinstance(exc, ActorDiedError):
+                s.call_at = time.monotonic() + PROBE_S  # still restarting
+            else:
+                self._actor_died(s, exc)
             return
         except RayTaskError as exc:
-            if call.kind == "embed":
-                raise
-            if call.epoch != s.epoch or s.done:
-                return
             cause = getattr(exc, "cause", None) or exc
-            if call.kind != "detect" and not isinstance(cause, StreamprocError):
-                raise  # a bug in the stream actor: the run ends with its traceback, as with the local runner
-            self.calls.kill(s.actor)  # a user-facing error, or the detector failed: this stream ends
+            if not isinstance(cause, StreamprocError):
+                raise  # a bug in the stream actor (or a model pool failed): the run ends with its traceback
+            self.calls.kill(s.actor)  # a user-facing error: this stream ends
             self._finish(s, f"{type(cause).__name__}: {cause}")
             return
-        if s.done or call.epoch != s.epoch:
+        if s.done:
             return
-        if call.kind == "probe":  # the restarted actor answers: a file starts over, a camera reconnects
-            s.recovering = False
-            log.info("stream actor of %s is back after a restart", s.sid)
-        elif call.kind == "read":
-            self._on_read(s, value, call.data)
-        elif call.kind == "detect":
-            self.outlet.on_detect(s.sid, call.items, time.perf_counter() - call.sent)
-            s.found[call.seq] = value
-        elif call.kind == "front":
-            self._on_front(s, value, call.data)
-        elif call.kind == "embed":
-            self.outlet.on_embed(call.items, time.perf_counter() - call.sent)
-            s.ready[call.seq] = (value, self.pools.versions[call.worker])
-        else:
-            self._on_back(s, value)
-
-    def _on_read(self, s: StreamBook, read: Read, images_ref: Any) -> None:
-        if read.last:
-            s.reading_done = True
-        if read.seq < 0:  # asked for after the last batch: nothing there
-            s.in_flight -= 1
-        elif read.detect_frames:
-            self._to_pool("detect", s, read.seq, images_ref, read.detect_frames)
-        else:
-            s.found[read.seq] = []
-
-    def _on_front(self, s: StreamBook, front: Front, crops_ref: Any) -> None:
-        if front.last:
-            s.reading_done = True
-        if front.seq < 0:  # asked for after the last batch: nothing there
-            s.in_flight -= 1
+        if kind == "start":
+            s.starting = False
+            if s.restarts:
+                log.info("stream actor of %s is back after a restart", s.sid)
             return
-        self.outlet.on_front(front)
-        s.next_track_id = max(s.next_track_id, front.next_track_id)
-        if front.crops:
-            self._to_pool("embed", s, front.seq, crops_ref, front.crops)
-        else:
-            s.ready[front.seq] = (np.zeros((0, 1), np.float32), None)
+        s.taken = value
+        for record in value.records:
+            if isinstance(record, Back):
+                self.outlet.on_back(record)
+                s.version = record.model_version
+                s.done = s.done or record.end_of_stream
+            else:
+                self.outlet.on_front(record)
+                s.next_track_id = max(s.next_track_id, record.next_track_id)
 
-    def _on_back(self, s: StreamBook, back: Back) -> None:
-        s.in_flight -= 1
-        self.outlet.on_back(back)
-        if back.end_of_stream:
-            s.done = True
-
-    def _actor_died(self, s: StreamBook, call: _Call, exc: Exception) -> None:
-        """A call of ``s`` failed because its actor died. Every call in flight fails with it, and
-        calls made while Ray restarts the actor fail at once (``ActorUnavailableError``): one death
-        counts once, and nothing is submitted until the restarted actor answers ``ready()``.
-        ``ActorDiedError``: Ray will not restart it (its ``max_restarts`` are used up)."""
-        if call.epoch != s.epoch or s.done or (s.recovering and not isinstance(exc, ActorDiedError)):
+    def _actor_died(self, s: StreamBook, exc: Exception) -> None:
+        """``s``'s actor died. Ray restarts it (a new process: the file starts over) until its
+        ``max_restarts`` are used up (``ActorDiedError``); it is started again once it answers."""
+        if s.done:
             return
         if isinstance(exc, ActorDiedError) or s.restarts >= self.rt.max_restarts:
             self._finish(s, f"stream actor died {s.restarts + 1} times: {exc}")
             return
         s.restarts += 1
         log.warning("stream actor of %s died (%s); restarting, its source starts over", s.sid, exc)
-        s.reset()
-        s.recovering, s.probing, s.probe_at = True, False, 0.0
+        s.starting, s.stop_sent, s.taken, s.call_at = True, False, None, 0.0
         self.outlet.drop_in_flight(s.sid)
 
     def _finish(self, s: StreamBook, error: str) -> None:
@@ -369,26 +227,28 @@ class Loop:
 
     # --- rolling model upgrades -----------------------------------------------------------------------
     def _upgrade(self) -> None:
-        """Kill old embedders once drained; let the controller switch what it has prepared."""
-        for actor in self.pools.retire_drained():
-            log.info("rolling upgrade: a drained embedding actor stops")
-            self.calls.kill(actor)
+        """Kill old embedders once every open stream has moved on; let the controller switch what it has prepared."""
+        pools = self.pools
+        if pools.draining and all(s.done or s.version == pools.version for s in self.streams.values()):
+            for actor in pools.draining:
+                log.info("rolling upgrade: a drained embedding actor stops")
+                self.calls.kill(actor)
+            pools.draining = []
         self.control.apply()
 
     def start_upgrade(self, serving: Serving) -> None:
         """Start the embedders of a newly promoted model (the controller's ``on_model``)."""
         if self.pools.start_embedders is None:
             return
-        if any(c.kind == "ready" for c in self.pending.values()):
+        if any(kind == "ready" for kind, _ in self.pending.values()):
             log.warning("rolling upgrade to %s waits: another one is starting", serving.version)
             return
         log.info("rolling upgrade: starting %s embedding actors", serving.version)
-        actors = self.pools.start_embedders(serving.model)
-        for actor in actors:
-            self.pending[actor.info.remote()] = _Call("ready", "", 0, -1, data=(actor, serving.version))
+        for actor in self.pools.start_embedders(serving.model):
+            self.pending[actor.info.remote()] = ("ready", (actor, serving.version))
 
-    def _on_ready(self, call: _Call, ref: Any) -> None:
-        actor, version = call.data
+    def _on_ready(self, about: tuple[Any, str], ref: Any) -> None:
+        actor, version = about
         try:
             got_version, _ = self.calls.get(ref)
         except (RayActorError, RayTaskError) as exc:
@@ -396,5 +256,8 @@ class Loop:
             self.calls.kill(actor)
             return
         self.pools.add_embedders([actor], got_version)
+        for s in self.streams.values():  # one about to start gets them after its start()
+            if not s.done:
+                self.pending[s.actor.use_embedders.remote(self.pools.embedders, got_version)] = ("use", s.sid)
         self.control.model_in_service(got_version)
         log.info("rolling upgrade: %s embedding actor serving; the old ones drain", got_version)

@@ -1,9 +1,9 @@
 """``LocalRunner``: the whole pipeline in this process, every source interleaved round-robin.
 
-The same stage classes as the Ray runner, chained by ``StreamChain`` (decode -> detect -> track ->
-crops | embed | aggregate) and ``Outlet`` (match -> emit). The detector, the embedder, the tracker and
-the aggregator are built once and shared by all streams (stages key their state by stream id). Each round takes
-one batch from every open stream, embeds the crops of all of them in one model call, then
+The same code as a Ray stream actor, in one process: each source's ``StreamChain`` (decode ->
+detect -> track -> crops | embed | aggregate) driven by a ``Pump``, and ``Outlet`` (match -> emit).
+The detector and the embedder are built once and serve all streams. Each round takes one batch from
+every open stream, detects each, embeds the crops of all of them in one model call, then
 aggregates, matches and emits in stream order. A stream whose source fails is reported and closed
 alone; the others go on. ``stop()`` (from another thread, or Ctrl-C) ends every stream cleanly:
 open tracks are still decided.
@@ -21,9 +21,6 @@ import threading
 import time
 from collections.abc import Sequence
 
-import numpy as np
-import torch
-
 from streamproc.annotate import Annotator
 from streamproc.config import Config
 from streamproc.detect import Detector, build_detector
@@ -32,14 +29,11 @@ from streamproc.gallery.index import GalleryIndex
 from streamproc.metrics import Recorder
 from streamproc.models.embedder import Embedder
 from streamproc.runtime.base import Runner
-from streamproc.runtime.chain import Front, RunSummary, StreamChain
+from streamproc.runtime.chain import RunSummary, StreamChain
 from streamproc.runtime.control import Serving
 from streamproc.runtime.outlet import Outlet
-from streamproc.sources.source import VideoSource
-from streamproc.stages.aggregate import AggregateStage
+from streamproc.runtime.pump import LocalPool, Pump
 from streamproc.stages.emit import Sink
-from streamproc.stages.track import TrackStage
-from streamproc.types import Crops
 
 log = logging.getLogger(__name__)
 WATCH_S = 0.1  # how often the stop watcher looks at stop() and the deadline
@@ -82,14 +76,10 @@ class LocalRunner(Runner):
         cfg = self.config
         card = self.embedder.card
         outlet = self._outlet(card)
-        track = TrackStage(cfg.track, detect=cfg.detect, aggregate=cfg.aggregate)
-        aggregate = AggregateStage(cfg.aggregate)
-        chains = [
-            StreamChain(
-                VideoSource(s), self.detector, track, aggregate, cfg, card.version, card.embedding_dim
-            )
-            for s in cfg.sources
-        ]
+        chains = [StreamChain(s, cfg, card.version, card.embedding_dim) for s in cfg.sources]
+        self.pool = LocalPool(self.embedder, card.version)
+        detect = LocalPool(lambda images: self.detector(list(images)), merge=None)
+        self.pumps = pumps = [Pump(chain, self.pool, detect) for chain in chains]
         self.control = self._controller(outlet, self._swap_model)
         started = time.monotonic()
         outlet.start_clock()
@@ -97,16 +87,16 @@ class LocalRunner(Runner):
         done = threading.Event()
         watcher = threading.Thread(
             target=self._interrupt_at_stop,
-            args=(list(chains), deadline, done),
+            args=(chains, deadline, done),
             name="local-stop",
             daemon=True,
         )
         watcher.start()
         try:
-            while chains:
+            while pumps:
                 try:
                     stop = self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
-                    chains = self._round(chains, outlet, stop)
+                    pumps = self._round(pumps, outlet, stop)
                 except KeyboardInterrupt:
                     if self._stop.is_set():
                         raise
@@ -116,8 +106,8 @@ class LocalRunner(Runner):
         finally:
             done.set()
             self.control.close()
-            for chain in chains:
-                chain.close()
+            for pump in pumps:
+                pump.chain.close()
             outlet.close()
 
     def _interrupt_at_stop(
@@ -133,37 +123,24 @@ class LocalRunner(Runner):
                     chain.source.close()
                 return
 
-    def _round(self, chains: list[StreamChain], outlet: Outlet, stop: bool) -> list[StreamChain]:
-        """One batch of every open stream; returns the streams still open."""
+    def _round(self, pumps: list[Pump], outlet: Outlet, stop: bool) -> list[Pump]:
+        """One batch of every open stream, their crops embedded in one model call; returns the
+        streams still open."""
         self.control.apply()
-        fronts: list[tuple[StreamChain, Front, Crops]] = []
-        for chain in chains:
-            front, crops = chain.front(stop=stop)
-            outlet.on_front(front)
-            fronts.append((chain, front, crops))
-        embeddings = self._embed([crops for _, _, crops in fronts], outlet)
-        still_open = []
-        for (chain, front, _), emb in zip(fronts, embeddings, strict=True):
-            outlet.on_back(chain.back(front.seq, emb, self.embedder.version))
-            if front.last:
-                chain.close()
-            else:
-                still_open.append(chain)
-        return still_open
+        for pump in pumps:
+            for front in pump.feed(stop):
+                outlet.on_front(front)
+        for pump in pumps:
+            for back in pump.drain():
+                outlet.on_back(back)
+            if pump.done:
+                pump.chain.close()
+        return [p for p in pumps if not p.done]
 
     def _swap_model(self, serving: Serving) -> None:
         """A rolling upgrade: in-process, the next batch uses the new model."""
         self.embedder = Embedder(self.config.embedder.model_copy(update={"model": serving.model}))
+        self.pool = LocalPool(self.embedder, self.embedder.version)
+        for pump in self.pumps:
+            pump.use(self.pool)
         self.control.model_in_service(self.embedder.version)
-
-    def _embed(self, parts: list[Crops], outlet: Outlet) -> list[np.ndarray]:
-        """Embed the crops of several batches in one call; one array per batch."""
-        sizes = [len(p) for p in parts]
-        dim = self.embedder.card.embedding_dim
-        if not sum(sizes):
-            return [np.zeros((0, dim), np.float32) for _ in parts]
-        started = time.perf_counter()
-        with torch.inference_mode():
-            out = self.embedder(Crops.concat([p for p in parts if len(p)]))
-        outlet.on_embed(len(out), time.perf_counter() - started)
-        return np.split(out, np.cumsum(sizes)[:-1])

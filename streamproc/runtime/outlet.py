@@ -106,7 +106,6 @@ class Outlet:
         self._started = {s.stream_id: time.monotonic() for s in sources}
         self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)  # the summary's; bounded
         self._queued = dict.fromkeys(self.streams, 0)  # batches waiting inside each stream's chain
-        self._between: dict[str, set[int]] = {sid: set() for sid in self.streams}  # front seen, back not
         self.recorder.gauge("gallery_size", len(index), model_version=card.version)
         self.recorder.gauge("model_info", 1, model_version=card.version, role="embedder")
         self._zero_series()
@@ -122,7 +121,8 @@ class Outlet:
             rec.gauge("tracks_open", 0, stream=sid)
         for sink in self.emit.sinks:
             rec.count("events_written_total", 0, sink=sink.name)
-        self._gauge_between()
+        rec.gauge("queue_depth", 0, stage="chain")
+        rec.gauge("in_flight", 0, stage="embed")  # a runner with work in flight sets it (the Ray driver)
 
     def start_clock(self) -> None:
         """Count each stream's wall time from now (after the models were loaded)."""
@@ -154,21 +154,9 @@ class Outlet:
         for stage, seconds in front.seconds.items():
             rec.observe("stage_seconds", seconds, stage=stage, stream=sid)
         rec.gauge("tracks_open", front.open_tracks, stream=sid)
-        if front.seq >= 0:
-            self._between[sid].add(front.seq)
-            self._gauge_between()
         if front.error is not None:
             summary.error = front.error
             rec.count("source_failures_total", 1, stream=sid)
-
-    def on_detect(self, stream_id: str, frames: int, seconds: float) -> None:
-        """A detector call made outside the chain (a detector actor)."""
-        self.recorder.observe("stage_seconds", seconds, stage="detect", stream=stream_id)
-
-    def on_embed(self, faces: int, seconds: float) -> None:
-        if faces:
-            self.recorder.observe("stage_seconds", seconds, stage="embed", stream=ALL_STREAMS)
-            self.recorder.observe("batch_size", faces, stage="embed")
 
     def on_back(self, back: Back) -> list[Decision]:
         """Match and emit the batch's aggregates; returns the decisions that went out."""
@@ -184,11 +172,14 @@ class Outlet:
                 stream=sid,
                 model_version=back.model_version or self.card.version,
             )
-        for stage, seconds in back.seconds.items():
-            rec.observe("stage_seconds", seconds, stage=stage, stream=sid)
+        for stage, seconds in back.seconds.items():  # embedding is shared by all streams (one pool)
+            rec.observe(
+                "stage_seconds", seconds, stage=stage, stream=ALL_STREAMS if stage == "embed" else sid
+            )
+        if back.embedded:
+            rec.observe("batch_size", back.embedded, stage="embed")
         self._queued[sid] = back.queued
-        self._between[sid].discard(back.seq)
-        self._gauge_between()
+        rec.gauge("queue_depth", sum(self._queued.values()), stage="chain")
         batch = self.match(back.as_batch())
         started = time.perf_counter()
         kept = self.emit.write(batch.decisions)  # a replayed decision the sinks had: not again
@@ -215,17 +206,10 @@ class Outlet:
             summary.wall_s = time.monotonic() - self._started[sid]
         return kept
 
-    def _gauge_between(self) -> None:
-        """Batches whose front record came and whose back has not (being embedded or aggregated),
-        and batches waiting inside the chains."""
-        self.recorder.gauge("in_flight", sum(len(s) for s in self._between.values()), stage="front")
-        self.recorder.gauge("queue_depth", sum(self._queued.values()), stage="chain")
-
     def drop_in_flight(self, stream_id: str) -> None:
         """The stream's batches in flight will never come back (its actor restarted or died)."""
-        self._between[stream_id].clear()
         self._queued[stream_id] = 0
-        self._gauge_between()
+        self.recorder.gauge("queue_depth", sum(self._queued.values()), stage="chain")
 
     def fail(self, stream_id: str, error: str) -> None:
         """A stream died outside its chain (its actor is gone): record it."""

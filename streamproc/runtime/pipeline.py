@@ -2,39 +2,33 @@
 
 Design::
 
-    source 1 ── StreamActor 1 (decode · [detect] · track · cut crops | aggregate) ──┐ Front records,
-    source 2 ── StreamActor 2                                                       ├─ Back records ─► driver:
-    ...           frames ──► DetectActor pool (optional, runtime.detectors > 0) ────┤   match (GalleryIndex) ·
-                  crops ───► EmbedActor pool (micro-batches crops of all streams) ──┘   emit (exactly once)
+    source 1 ── StreamActor 1: decode · track · cut crops · aggregate ──┐
+    source 2 ── StreamActor 2 (each schedules its own batches: Pump)  ──┼─ records ─► driver: match
+    ...           frames ─► DetectActor pool (runtime.detectors > 0)    │  (GalleryIndex) · emit
+                  crops ──► EmbedActor pool (crops of all streams)      ┘  (exactly once) · metrics
 
 * **One stream actor per source** (``runtime.stream_cpus`` CPUs, ``max_restarts``) holds the
-  per-stream state: the source's reader thread, the detect schedule, track and aggregate. By
-  default MTCNN runs in the stream actor too (detection scales with the number of streams; it is
-  not batched across streams). With ``runtime.detectors`` > 0 a **pool of detector actors**
-  (``detector_cpus`` each) detects instead: the driver sends each batch's picked frames (object
-  store, actor to actor) to the least loaded one, so the batches of one large stream are detected
-  in parallel, and returns the faces to the stream actor in batch order for tracking.
-  A restarted stream actor starts its source over: a file replays (the same event ids, which the
-  sinks drop), a camera reconnects.
-* **A pool of ``runtime.embedders`` embedding actors** (``embedder_cpus`` CPUs each, torch threads
-  = that; ``num_gpus=1`` each when the cluster has GPUs and ``gpus_per_embedder`` is -1). Each merges
-  the crops of every stream's requests into calls of up to ``embed_batch`` crops, waiting at most
-  ``embed_max_wait_ms``. Crops go from stream actor to embedding actor through the object store;
-  the driver only sees the small records and the embeddings (128 floats a face).
-* **The driver** matches against the in-memory ``GalleryIndex`` (synced from the store every
-  ``gallery_sync_s``) and emits through the sinks, which drop repeated event ids; ``Outlet`` and
-  its ``Controller`` (upgrades, gallery switches, retention) are the same code the local runner uses.
-* **Backpressure**: a stream has at most ``runtime.max_in_flight`` batches between ``front`` and
-  the end of its ``back``; the driver asks for the next batch only below that. A file's reader
-  thread then waits (``block`` policy); a live source keeps decoding and its queue drops the oldest
-  frames, counted in ``frames_dropped_total``. The driver waits with ``ray.wait`` on the bounded set
-  of outstanding calls only; there is no unbounded queue anywhere.
+  per-stream state (reader thread, detect schedule, track, aggregate) and runs ``Pump``, the
+  scheduler the local runner uses too: at most ``runtime.max_in_flight`` batches between read and
+  aggregate, every model call made by the stream actor itself. By default MTCNN runs in the stream
+  actor; with ``runtime.detectors`` > 0 a **pool of detector actors** (``detector_cpus`` each) gets
+  the picked frames, so the batches of one large stream are detected in parallel.
+* **A pool of ``runtime.embedders`` embedding actors** (``embedder_cpus`` CPUs each; ``num_gpus=1``
+  each when the cluster has GPUs and ``gpus_per_embedder`` is -1) merges the crops of every stream
+  into calls of up to ``embed_batch`` crops, waiting at most ``embed_max_wait_ms``. Frames and crops
+  go actor to actor through the object store.
+* **The driver** (``driver.Loop``) only receives records: it matches the decisions against the
+  in-memory ``GalleryIndex``, emits them through the sinks (which drop repeated event ids), and
+  keeps the stream actors going (restarts, stop, rolling upgrades). ``Outlet`` and its
+  ``Controller`` are the same code the local runner uses.
+* **Backpressure**: a stream actor holds a bounded outbox for the driver and a bounded number of
+  batches in flight; a file's reader thread then waits (``block`` policy), a live source keeps
+  decoding and drops the oldest frames, counted in ``frames_dropped_total``.
 * **Failures**: a source error ends only its stream (its open tracks are still decided); a stream
-  actor that dies is restarted up to ``max_restarts`` times, then its stream is reported failed.
-* **Cluster**: an already initialised Ray is used as is; else ``runtime.ray_address`` or
-  ``STREAMPROC_RAY_ADDRESS`` is joined; else a local cluster is started with ``runtime.num_cpus``
-  and ``object_store_mb``. Only a connection this runner opened is shut down, and only the actors
-  it created are killed.
+  actor that dies is restarted up to ``max_restarts`` times (a file starts over: the same event ids,
+  which the sinks drop; a camera reconnects), then its stream is reported failed.
+* **Cluster**: see ``connect``. Only a connection this runner opened is shut down, and only the
+  actors it created are killed.
 
 Example:
     >>> summary = RayRunner(config, sinks=[JsonLinesSink("-")]).run()  # doctest: +SKIP
@@ -259,7 +253,7 @@ class RayRunner(Runner):
                     f"embedding actors load model version {got_version} ({got_dim}-D), the driver "
                     f"expected {version} ({dim}-D): the cluster's model registry differs from this one"
                 )
-        ray.get([d.ready.remote() for d in detectors] + [s.actor.ready.remote() for s in streams.values()])
+        ray.get([a.__ray_ready__.remote() for a in [*detectors, *(s.actor for s in streams.values())]])
         log.info(
             "ray: %d stream actor(s) x %.2f CPU, %d embedding actor(s) x %.2f CPU %.2f GPU, %d detector "
             "actor(s) x %.2f CPU", len(streams), placement.stream_cpus, len(embedders),

@@ -1,10 +1,10 @@
 """The Ray actors of the pipeline (their roles: ``streamproc.runtime.pipeline``); they wrap plain
-classes (``StreamChain``, detectors, ``Embedder``), and nothing outside ``streamproc.runtime`` imports Ray.
+classes (``StreamChain`` and ``Pump``, detectors, ``Embedder``); nothing outside ``streamproc.runtime``
+imports Ray.
 
-* ``StreamActor``: ``front()`` / ``read()`` / ``track()`` return two objects (``num_returns=2``):
-  the small record for the driver, and the crops or frames, which go to a pool actor through the
-  object store. A synchronous actor runs one caller's calls in submission order, which the chain
-  needs; it gets no task retries (they would break that order): a crashed one is restarted.
+* ``StreamActor``: a ``StreamWorker`` (one source's chain and pump, on a thread of its own) that
+  calls the pools itself and hands its records to the driver through ``take``. It gets no task
+  retries: a crashed one is restarted, and the driver starts it again.
 * ``EmbedActor``: a ``MicroBatcher`` merges concurrent ``embed`` calls into model calls of up to
   ``embed_batch`` crops, waiting at most ``embed_max_wait_ms``; the model runs in a worker thread, so
   requests keep queueing (and batching) meanwhile. ``embed`` and ``detect`` are idempotent, so Ray
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ import numpy as np
 import ray
 
 from streamproc.config import Config, DetectorConfig, EmbedderConfig
-from streamproc.runtime.chain import Back, Front, Read, StreamChain
+from streamproc.detect.base import Detector
+from streamproc.runtime.chain import Back, Front, StreamChain
+from streamproc.runtime.pump import LocalPool, Pool, Pump
 from streamproc.sources.config import SourceConfig
 from streamproc.types import Crops, Faces
 
@@ -151,9 +154,6 @@ class EmbedActor:
             return np.zeros((0, self.embedder.card.embedding_dim), np.float32)
         return await self.batcher.submit(crops)
 
-    async def calls(self) -> int:
-        return self.batcher.calls
-
 
 @ray.remote
 class DetectActor:
@@ -165,20 +165,115 @@ class DetectActor:
 
         self.detector = build_detector(config)
 
-    def ready(self) -> bool:
-        return True
-
     def detect(self, images: np.ndarray) -> list[Faces]:
         return self.detector(list(images))
 
 
-@ray.remote
-class StreamActor:
-    """One source with its detect/track/aggregate state (``StreamChain``) in its own process.
+class RayPool:
+    """Ray actors serving ``method`` (``embed`` or ``detect``), called from a stream actor; each call
+    goes to the one this stream has the fewest calls out with."""
 
-    With ``own_detector`` it runs the detector itself (``front``); else the driver sends the
-    frames of ``read`` to the detector pool and the faces back with ``track``.
+    def __init__(self, actors: list[Any], method: str, version: str = ""):
+        self.actors, self.method, self.version = actors, method, version
+        self._out = [0] * len(actors)
+        self._worker: dict[Any, int] = {}
+
+    def submit(self, data: Any) -> Any:
+        i = int(np.argmin(self._out))
+        self._out[i] += 1
+        ref = getattr(self.actors[i], self.method).remote(data)
+        self._worker[ref] = i
+        return ref
+
+    def ready(self, ref: Any) -> bool:
+        return bool(ray.wait([ref], timeout=0)[0])
+
+    def result(self, ref: Any) -> Any:
+        try:
+            return ray.get(ref)
+        finally:
+            self._out[self._worker.pop(ref)] -= 1
+
+
+@dataclass
+class Taken:
+    """What a stream actor hands the driver: its records since the last ``take``, and its load."""
+
+    records: list[Front | Back]
+    in_flight: int  # batches between read and aggregate
+    embedding: int  # of them, batches whose embeddings are awaited
+
+
+OUTBOX = 64  # records a stream actor holds for the driver before its pump waits
+
+
+class StreamWorker:
+    """What a stream actor is: one source's ``StreamChain`` and its ``Pump``, run by a thread of its
+    own once ``start`` names the model pools; the driver collects the records with ``take``.
+    A bug (any exception but a stream's own end) stops the pump and is raised by the next ``take``.
     """
+
+    def __init__(self, chain: StreamChain, depth: int, detector: Detector | None = None):
+        self.chain, self.depth, self.detector = chain, depth, detector  # detector: its own, else the pool's
+        self.pump: Pump | None = None
+        self.stopping = threading.Event()
+        self._cond = threading.Condition()
+        self._out: list[Front | Back] = []
+        self._error: BaseException | None = None
+
+    def start(self, first_track_id: int, embedders: list[Any], version: str, detectors: list[Any]) -> str:
+        """Start pumping (once; after a restart the driver passes the next unused track id)."""
+        if self.pump is None:
+            if first_track_id:
+                self.chain.resume(first_track_id)
+            if (own := self.detector) is not None:
+                detect: Pool = LocalPool(lambda images: own(list(images)), merge=None)
+            else:
+                detect = RayPool(detectors, "detect")
+            self.pump = Pump(self.chain, RayPool(embedders, "embed", version), detect, self.depth)
+            threading.Thread(target=self._run, name="pump", daemon=True).start()
+        return self.chain.stream_id
+
+    def _run(self) -> None:
+        assert self.pump is not None
+        try:
+            while not self.pump.done:
+                records = self.pump.step(self.stopping.is_set())
+                with self._cond:
+                    self._out += records
+                    self._cond.notify_all()
+                    self._cond.wait_for(lambda: len(self._out) < OUTBOX)
+        except BaseException as exc:  # the driver raises it (a stream's own errors end it in the chain)
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+
+    def take(self, timeout: float) -> Taken:
+        """The records produced since the last call, waiting up to ``timeout`` for the first."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._out or self._error is not None, timeout)
+            records, self._out = self._out, []
+            self._cond.notify_all()
+            if not records and self._error is not None:
+                raise self._error
+        pump = self.pump
+        return Taken(records, len(pump.batches) if pump else 0, pump.embedding if pump else 0)
+
+    def use_embedders(self, embedders: list[Any], version: str) -> None:
+        """A rolling upgrade: the next batches are embedded by ``embedders`` (model ``version``)."""
+        if self.pump is not None:
+            self.pump.use(RayPool(embedders, "embed", version))
+
+    def stop(self) -> None:
+        """End the stream: its open tracks are decided. Closing the source wakes a read that waits
+        (a camera that refuses, retried forever)."""
+        self.stopping.set()
+        self.chain.source.close()
+
+
+@ray.remote
+class StreamActor(StreamWorker):
+    """A ``StreamWorker`` in its own process, with torch / OpenCV bound to the CPUs it reserved."""
 
     def __init__(
         self,
@@ -192,29 +287,6 @@ class StreamActor:
         set_threads(threads)
         from streamproc.detect import build_detector
 
+        chain = StreamChain(source, config, model_version, dim)
         detector = build_detector(config.detector) if own_detector else None
-        self.chain = StreamChain.build(source, config, detector, model_version, dim)
-
-    def ready(self, first_track_id: int = 0) -> str:
-        """Answers once built; after a restart the driver passes the next unused track id."""
-        if first_track_id:
-            self.chain.resume(first_track_id)
-        return self.chain.stream_id
-
-    @ray.method(num_returns=2)
-    def front(self, stop: bool = False) -> tuple[Front, Crops]:
-        return self.chain.front(stop=stop)
-
-    @ray.method(num_returns=2)
-    def read(self, stop: bool = False) -> tuple[Read, np.ndarray]:
-        return self.chain.read(stop=stop)
-
-    @ray.method(num_returns=2)
-    def track(self, seq: int, found: list[Faces]) -> tuple[Front, Crops]:
-        return self.chain.track(seq, found)
-
-    def back(self, seq: int, embeddings: np.ndarray, model_version: str | None = None) -> Back:
-        return self.chain.back(seq, embeddings, model_version)
-
-    def close(self) -> None:
-        self.chain.close()
+        super().__init__(chain, config.runtime.max_in_flight, detector)

@@ -39,6 +39,20 @@ def face_quality(faces: Faces, full_size: int) -> np.ndarray:
     return (np.clip(faces.scores, 0, 1) * np.clip(side / full_size, 0, 1)).astype(np.float32)
 
 
+def stamp_faces(found: list[Faces], rows: np.ndarray, config: DetectStageConfig) -> Faces:
+    """The detector's faces of frames ``rows`` of a batch (one ``Faces`` per row), as the batch's
+    faces: those under ``min_score`` dropped, each with its frame, quality, no track yet."""
+    parts = []
+    for row, faces in zip(rows, found, strict=True):
+        faces = faces[faces.scores >= config.min_score]
+        faces.frame_index = np.full(len(faces), row, np.int32)
+        faces.quality = face_quality(faces, config.quality_face_size)
+        faces.track_id = np.full(len(faces), -1, np.int64)
+        faces.needs_embedding = np.ones(len(faces), bool)
+        parts.append(faces)
+    return Faces.merge(parts) if parts else Faces.empty()
+
+
 class DetectStage(Stage):
     """Sets ``batch.faces`` from one detector call over the batch's detection frames.
 
@@ -71,16 +85,7 @@ class DetectStage(Stage):
     def _detect(self, batch: FrameBatch, selected: np.ndarray) -> Faces:
         if len(selected) == 0:
             return Faces.empty()
-        found = self.detector([batch.frames[i] for i in selected])
-        parts = []
-        for row, faces in zip(selected, found, strict=True):
-            faces = faces[faces.scores >= self.config.min_score]
-            faces.frame_index = np.full(len(faces), row, np.int32)
-            faces.quality = face_quality(faces, self.config.quality_face_size)
-            faces.track_id = np.full(len(faces), -1, np.int64)
-            faces.needs_embedding = np.ones(len(faces), bool)
-            parts.append(faces)
-        return Faces.merge(parts)
+        return stamp_faces(self.detector([batch.frames[i] for i in selected]), selected, self.config)
 
     def reset(self, stream_id: str) -> None:
         self.schedule.reset(stream_id)

@@ -16,30 +16,22 @@ from streamproc.config import Config
 from streamproc.faces import FacePipeline
 from streamproc.gallery.index import GalleryIndex
 from streamproc.gallery.policy import resolve
-from streamproc.runtime.chain import Front, StreamChain
+from streamproc.runtime.chain import Back, StreamChain
+from streamproc.runtime.pump import LocalPool, Pump
 from streamproc.sources import SourceConfig
-from streamproc.types import Crops, Decision
+from streamproc.types import Decision
 
 from .conftest import Gallery, MakeConfig
 
 
 def run_lagging(chain: StreamChain, pipeline: FacePipeline, lag: int) -> list[Decision]:
-    """Track up to ``lag`` batches ahead of embedding and aggregation; the aggregates made."""
-    pending: list[tuple[Front, Crops]] = []
+    """Track up to ``lag`` batches ahead of embedding and aggregation (a pump ``lag + 1`` deep); the
+    aggregates made."""
+    detect = LocalPool(lambda images: pipeline.detector(list(images)), merge=np.concatenate)
+    pump = Pump(chain, LocalPool(pipeline.embedder), detect, depth=lag + 1)
     decisions: list[Decision] = []
-    ended = False
-    while pending or not ended:
-        while not ended and len(pending) <= lag:
-            front, crops = chain.front()
-            ended = front.seq < 0 or front.last
-            if front.seq >= 0:
-                pending.append((front, crops))
-        if not pending:
-            break
-        front, crops = pending.pop(0)
-        dim = pipeline.embedder.card.embedding_dim
-        embeddings = pipeline.embedder(crops) if len(crops) else np.zeros((0, dim), np.float32)
-        decisions += chain.back(front.seq, embeddings).decisions
+    while not pump.done:
+        decisions += [d for r in pump.step() if isinstance(r, Back) for d in r.decisions]
     chain.close()
     return decisions
 
@@ -66,10 +58,9 @@ def test_every_person_is_decided_when_the_tracker_runs_ahead(
     face_pipeline: FacePipeline,
 ) -> None:
     config = make_config([])
-    chain = StreamChain.build(
+    chain = StreamChain(
         SourceConfig(uri=str(demo_video), stream_id="demo"),
         config,
-        face_pipeline.detector,
         face_pipeline.model_version,
         face_pipeline.embedder.card.embedding_dim,
     )

@@ -24,7 +24,8 @@ from streamproc.faces import FacePipeline, read_image
 from streamproc.gallery.config import GalleryConfig
 from streamproc.gallery.index import GalleryIndex
 from streamproc.gallery.policy import resolve
-from streamproc.runtime.chain import StreamChain
+from streamproc.runtime.chain import Back, StreamChain
+from streamproc.runtime.pump import LocalPool, Pump
 from streamproc.stages.match import MatchStage
 from streamproc.stages.track import iou_matrix
 from streamproc.types import Decision
@@ -97,19 +98,19 @@ def run_scene(
 ) -> Outcome:
     truth = scenes.render(shots, path, fps=FPS)
     config = load_config(None, ["sources=" + json.dumps([{"uri": str(path)}]), *extra])  # product defaults
-    chain = StreamChain.build(config.sources[0], config, pipeline.detector, pipeline.model_version, 128)
+    chain = StreamChain(config.sources[0], config, pipeline.model_version, 128)
+    detect = LocalPool(lambda images: pipeline.detector(list(images)), merge=np.concatenate)
+    pump = Pump(chain, LocalPool(pipeline.embedder, pipeline.model_version), detect)
     match = MatchStage(world.threshold, world.index, sync_interval_s=None)
     members: dict[int, set[str]] = defaultdict(set)
     decisions: list[Decision] = []
-    while not chain.finished:
-        front, crops = chain.front()
-        embeddings = pipeline.embedder(crops) if len(crops) else np.zeros((0, 128), np.float32)
-        back = chain.back(front.seq, embeddings)
-        decisions += match(back.as_batch()).decisions
-        for pts, tid, *box in back.tracked.tolist():
-            person = _person_at(truth, pts, box)
-            if person is not None:
-                members[int(tid)].add(person)
+    while not pump.done:
+        for back in (r for r in pump.step() if isinstance(r, Back)):
+            decisions += match(back.as_batch()).decisions
+            for pts, tid, *box in back.tracked.tolist():
+                person = _person_at(truth, pts, box)
+                if person is not None:
+                    members[int(tid)].add(person)
     chain.close()
     return Outcome(dict(members), decisions, truth)
 

@@ -1,4 +1,4 @@
-"""LocalRunner and StreamChain with stand-in models: scheduling, failures, stop, summaries.
+"""LocalRunner, StreamChain and Pump with stand-in models: scheduling, failures, stop, summaries.
 
 A "detector" that finds the white square of ``moving_pattern`` videos and an "embedder" that maps
 every crop to one fixed unit vector keep these tests fast and exact; the real models run in
@@ -22,10 +22,11 @@ from streamproc.errors import ConfigError
 from streamproc.gallery.index import GalleryIndex
 from streamproc.models.checkpoint import ModelCard
 from streamproc.models.embedder import Embedder
-from streamproc.runtime.chain import Front, StreamChain
+from streamproc.runtime.chain import Back, Front, StreamChain
 from streamproc.runtime.local import LocalRunner
+from streamproc.runtime.pump import LocalPool, Pump
 from streamproc.sources.synth import write_pattern_video
-from streamproc.types import Faces
+from streamproc.types import Crops, Faces
 
 DIM = 4
 ADA = np.eye(DIM, dtype=np.float32)[0]
@@ -138,17 +139,23 @@ def test_sources_are_checked_before_anything_starts(sources: list[dict[str, Any]
         LocalRunner(config_for(sources))  # no model is built: the check comes first
 
 
-def test_chain_front_after_the_last_batch_reports_nothing(videos: dict[str, Path]) -> None:
+def front(chain: StreamChain, detector: Detector) -> tuple[Front, Crops]:
+    """The next batch read, detected and tracked."""
+    seq, images = chain.read()
+    return chain.track(seq, detector(list(images)) if len(images) else [])
+
+
+def test_chain_read_after_the_last_batch_reports_nothing(videos: dict[str, Path]) -> None:
     config = config_for([{"uri": str(videos["b"]), "batch_frames": 8}])
-    chain = StreamChain.build(config.sources[0], config, SquareDetector(), "t1", DIM)
+    chain = StreamChain(config.sources[0], config, "t1", DIM)
     fronts = []
     while not chain.finished:
-        front, crops = chain.front()
-        assert len(crops) == front.crops
-        fronts.append(front)
-    extra, _ = chain.front()
-    assert [f.frames for f in fronts] == [8, 4] and fronts[-1].last
-    assert extra.seq == -1 and extra.last and extra.frames == 0
+        f, crops = front(chain, SquareDetector())
+        assert len(crops) == f.crops
+        fronts.append(f)
+    extra, images = chain.read()
+    assert [f.frames for f in fronts] == [8, 4]
+    assert extra == -1 and len(images) == 0
     with pytest.raises(RuntimeError, match="out of order"):
         chain.back(1, np.zeros((fronts[1].crops, DIM), np.float32))
     backs = [chain.back(f.seq, np.tile(ADA, (f.crops, 1))) for f in fronts]
@@ -156,7 +163,7 @@ def test_chain_front_after_the_last_batch_reports_nothing(videos: dict[str, Path
     assert [(d.revision, d.n_frames) for b in backs for d in b.decisions] == [(0, 4)]  # full at once
 
 
-def test_chain_read_and_track_with_detection_elsewhere_matches_front(videos: dict[str, Path]) -> None:
+def test_chain_read_ahead_of_tracking_decides_as_one_batch_at_a_time(videos: dict[str, Path]) -> None:
     config = config_for([{"uri": str(videos["a"]), "batch_frames": 6}])
     detector = SquareDetector()
 
@@ -164,26 +171,55 @@ def test_chain_read_and_track_with_detection_elsewhere_matches_front(videos: dic
         backs = [chain.back(f.seq, np.tile(ADA, (f.crops, 1))) for f in fronts]
         return [(d.track_id, d.revision, d.n_frames) for b in backs for d in b.decisions]
 
-    split = StreamChain.build(config.sources[0], config, None, "t1", DIM)
+    ahead = StreamChain(config.sources[0], config, "t1", DIM)
     reads = []
-    while not split.reading_done:  # read everything ahead of tracking, as the Ray driver may
-        reads.append(split.read())
-    assert [r.detect_frames for r, images in reads if len(images) == r.detect_frames] == [3, 3, 3, 1]
-    split_fronts = [split.track(r.seq, detector(list(images)))[0] for r, images in reads]
+    while not ahead.reading_done:  # read everything before tracking, as a deep pump may
+        reads.append(ahead.read())
+    assert [(seq, len(images)) for seq, images in reads] == [(0, 3), (1, 3), (2, 3), (3, 1)]
+    ahead_fronts = [ahead.track(seq, detector(list(images)))[0] for seq, images in reads]
 
-    whole = StreamChain.build(config.sources[0], config, detector, "t1", DIM)
-    whole_fronts = []
-    while not whole.finished:
-        whole_fronts.append(whole.front()[0])
+    one = StreamChain(config.sources[0], config, "t1", DIM)
+    one_fronts = []
+    while not one.finished:
+        one_fronts.append(front(one, detector)[0])
 
-    assert decided(split, split_fronts) == decided(whole, whole_fronts) == [(0, 0, 3), (0, 1, 4)]
+    assert decided(ahead, ahead_fronts) == decided(one, one_fronts) == [(0, 0, 3), (0, 1, 4)]
 
 
-def test_chain_without_a_detector_refuses_front(videos: dict[str, Path]) -> None:
-    config = config_for([{"uri": str(videos["a"])}])
-    chain = StreamChain.build(config.sources[0], config, None, "t1", DIM)
-    with pytest.raises(RuntimeError, match="no detector"):
-        chain.front()
+class FlakyDetections:
+    """A detector pool whose ``fail_at``-th call fails, as a GPU out of memory would."""
+
+    version = ""
+
+    def __init__(self, fail_at: int):
+        self.fail_at, self.calls = fail_at, 0
+
+    def submit(self, images: np.ndarray) -> tuple[int, np.ndarray]:
+        self.calls += 1
+        return self.calls, images
+
+    def ready(self, handle: Any) -> bool:
+        return True
+
+    def result(self, handle: tuple[int, np.ndarray]) -> list[Faces]:
+        if handle[0] == self.fail_at:
+            raise RuntimeError("CUDA out of memory")
+        return SquareDetector()(list(handle[1]))
+
+
+def test_a_failing_detector_call_ends_its_stream_with_the_open_track_decided(videos: dict[str, Path]) -> None:
+    config = config_for([{"uri": str(videos["a"]), "batch_frames": 4}])
+    chain = StreamChain(config.sources[0], config, "t1", DIM)
+    pump = Pump(chain, LocalPool(constant_embedder(), "t1"), FlakyDetections(fail_at=2), depth=3)
+    records = []
+    while not pump.done:
+        records += pump.step()
+    fronts = [r for r in records if isinstance(r, Front)]
+    backs = [r for r in records if isinstance(r, Back)]
+    assert [f.error for f in fronts if f.error] == ["RuntimeError: CUDA out of memory"]
+    assert fronts[-1].seq == -1, "the batch read after the failed one was dropped"
+    assert sum(f.frames for f in fronts) == 4 and backs[-1].end_of_stream
+    assert [(d.track_id, d.n_frames) for b in backs for d in b.decisions] == [(0, 2)], "decided at close"
     chain.close()
 
 
@@ -230,12 +266,12 @@ def test_a_restarted_chain_numbers_live_tracks_on(
     config = config_for([{"uri": str(videos["b"]), "batch_frames": 6, "live": live, "max_reconnects": 0}])
     ids = []
     for resume_at in (0, 1):
-        chain = StreamChain.build(config.sources[0], config, SquareDetector(), "t1", DIM)
+        chain = StreamChain(config.sources[0], config, "t1", DIM)
         chain.resume(resume_at)
         decided: list[int] = []
         while not decided and not chain.finished:  # a live source hands out what has arrived
-            front, _ = chain.front()
-            back = chain.back(front.seq, np.tile(ADA, (front.crops, 1)))
+            f, _ = front(chain, SquareDetector())
+            back = chain.back(f.seq, np.tile(ADA, (f.crops, 1)))
             decided = [d.track_id for d in back.decisions]
         chain.close()
         ids.append(decided)
