@@ -1,19 +1,17 @@
 """The driver loop of ``RayRunner``: it only receives records and keeps the stream actors going.
 
-Each stream actor schedules its own batches (``streamproc.runtime.pump``, the same scheduler the
-local runner uses) and calls the model pools itself. The driver starts each one with the pools'
-handles, then keeps one ``take`` call out per stream and hands what comes back to the ``Outlet``
-(match, emit, metrics). It restarts the streams whose actor died (a file starts over, a camera
-reconnects), asks every stream to stop at ``stop()`` or the deadline (killing those that do not
-within ``stop_grace_s``), and runs rolling upgrades: new embedding actors start, every stream is told
-to use them, and the old ones are killed once every open stream reports batches of the new model.
-The loop waits with ``ray.wait`` on the calls out, never more than ``WAIT_S`` at a time, so stop
-requests are seen promptly. Ray is reached through ``Calls`` only, so a test drives the loop with
-in-process fake actors (``tests/unit/runtime/test_driver.py``).
+Each stream actor schedules its own batches (``Pump``, as in the local runner) and calls the model
+pools itself. The driver starts it with the pools' handles, keeps one ``take`` call out per stream
+and hands the records to the ``Outlet`` (match, emit, metrics). It restarts streams whose actor
+died, stops every stream at ``stop()`` or the deadline (killing those still going ``stop_grace_s``
+later), and runs rolling upgrades: new embedders start, every stream is told to use them, and the
+old ones are killed once every open stream reports batches of the new model. It never waits more
+than ``WAIT_S`` at a time, and reaches Ray through ``Calls`` only (tests: in-process fakes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -148,10 +146,8 @@ class Loop:
             elif kind in ("start", "take"):
                 self._on_stream(self.streams[about], kind, ref)
             else:  # stop, use: a dead actor is found by its take
-                try:
+                with contextlib.suppress(RayActorError, RayTaskError):
                     self.calls.get(ref)
-                except (RayActorError, RayTaskError) as exc:
-                    log.debug("%s call to stream %s failed: %s", kind, about, exc)
 
     def _check_stop(self) -> None:
         now = time.monotonic()

@@ -78,7 +78,7 @@ class LocalPool:
         return job
 
     def ready(self, handle: _Job) -> bool:
-        return handle.done
+        return handle.done or self.merge is None  # alone, it runs at once when asked for
 
     def result(self, handle: _Job) -> Any:
         if not handle.done:
@@ -131,11 +131,6 @@ class Pump:
         """A rolling upgrade: batches from now on go to ``embed``; those sent earlier finish where they are."""
         self.embed = embed
 
-    @property
-    def embedding(self) -> int:
-        """Batches whose embeddings are awaited."""
-        return sum(1 for b in self.batches if b.embed is not None)
-
     def step(self, stop: bool = False) -> list[Front | Back]:
         return [*self.feed(stop), *self.drain()]
 
@@ -146,9 +141,15 @@ class Pump:
             if seq >= 0:
                 handle = self.detect.submit(images) if len(images) else None
                 self.batches.append(_Batch(seq, handle, time.perf_counter()))
-        for batch in [b for b in self.batches if not b.tracked]:  # in batch order
-            self._tracked(*self.chain.track(batch.seq, self._faces(batch)), batch, out)
+            self._track(out, wait=False)  # what is detected already: its crops go out before the next read
+        self._track(out, wait=True)
         return out
+
+    def _track(self, out: list[Front], wait: bool) -> None:
+        for batch in [b for b in self.batches if not b.tracked]:  # in batch order
+            if not wait and batch.detect is not None and not self.detect.ready(batch.detect):
+                return
+            self._tracked(*self.chain.track(batch.seq, self._faces(batch)), batch, out)
 
     def _faces(self, batch: _Batch) -> list[Any]:
         if batch.detect is None:

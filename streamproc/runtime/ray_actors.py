@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -171,16 +172,18 @@ class DetectActor:
 
 class RayPool:
     """Ray actors serving ``method`` (``embed`` or ``detect``), called from a stream actor; each call
-    goes to the one this stream has the fewest calls out with."""
+    goes to the one this stream has the fewest calls out with, in turn from a random one (streams
+    do not all start on the first)."""
 
     def __init__(self, actors: list[Any], method: str, version: str = ""):
         self.actors, self.method, self.version = actors, method, version
-        self._out = [0] * len(actors)
+        self._out, self._turn = [0] * len(actors), random.randrange(max(1, len(actors)))
         self._worker: dict[Any, int] = {}
 
     def submit(self, data: Any) -> Any:
-        i = int(np.argmin(self._out))
-        self._out[i] += 1
+        n = len(self.actors)
+        i = min(range(n), key=lambda j: (self._out[j], (j - self._turn) % n))
+        self._out[i], self._turn = self._out[i] + 1, i + 1
         ref = getattr(self.actors[i], self.method).remote(data)
         self._worker[ref] = i
         return ref
@@ -256,8 +259,8 @@ class StreamWorker:
             self._cond.notify_all()
             if not records and self._error is not None:
                 raise self._error
-        pump = self.pump
-        return Taken(records, len(pump.batches) if pump else 0, pump.embedding if pump else 0)
+        batches = list(self.pump.batches) if self.pump else []
+        return Taken(records, len(batches), sum(1 for b in batches if b.embed is not None))
 
     def use_embedders(self, embedders: list[Any], version: str) -> None:
         """A rolling upgrade: the next batches are embedded by ``embedders`` (model ``version``)."""

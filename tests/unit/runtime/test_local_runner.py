@@ -199,7 +199,7 @@ class FlakyDetections:
         return self.calls, images
 
     def ready(self, handle: Any) -> bool:
-        return True
+        return False  # as a remote pool's answer: not there before it is asked for
 
     def result(self, handle: tuple[int, np.ndarray]) -> list[Faces]:
         if handle[0] == self.fail_at:

@@ -1,8 +1,9 @@
-"""The pieces of the Ray runner that need no cluster: micro-batching and resource planning."""
+"""The pieces of the Ray runner that need no cluster: micro-batching, pool choice and resource planning."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from streamproc.errors import ConfigError
 from streamproc.runtime.config import RuntimeConfig
 from streamproc.runtime.pipeline import Placement, plan
-from streamproc.runtime.ray_actors import MicroBatcher
+from streamproc.runtime.ray_actors import MicroBatcher, RayPool
 
 
 def run_concurrently(batcher: MicroBatcher, sizes: list[int]) -> list[np.ndarray]:
@@ -94,3 +95,20 @@ def test_plan(
     else:
         with pytest.raises(expected):
             plan(runtime, streams, cpus, gpus)
+
+
+def test_a_stream_spreads_its_calls_over_the_pool_in_turn() -> None:
+    chosen: list[int] = []
+    actors = [
+        SimpleNamespace(embed=SimpleNamespace(remote=lambda data, i=i: chosen.append(i) or (i, data)))
+        for i in range(3)
+    ]
+    starts = set()
+    for _ in range(20):  # another stream, another first actor
+        chosen.clear()
+        pool = RayPool(actors, "embed")
+        for k in range(6):
+            pool.submit(k)
+        assert sorted(chosen) == [0, 0, 1, 1, 2, 2] and chosen[:3] == chosen[3:], chosen
+        starts.add(chosen[0])
+    assert starts == {0, 1, 2}, "every stream's first call went to the same actor"
