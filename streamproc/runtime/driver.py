@@ -79,9 +79,13 @@ class Pools:
     start_embedders: Callable[[str], list[Any]] | None = None  # model name -> new embedding actors
     draining: list[Any] = field(default_factory=list)
 
-    def add_embedders(self, actors: list[Any], version: str) -> None:
-        self.draining += self.embedders
-        self.embedders, self.version = list(actors), version
+    def add_embedders(self, actors: list[Any], version: str) -> bool:
+        """Add ``actors``; True when they bring a new version (the others drain)."""
+        new = version != self.version
+        if new:
+            self.draining, self.embedders = self.draining + self.embedders, []
+        self.embedders, self.version = self.embedders + list(actors), version
+        return new
 
 
 class Loop:
@@ -251,9 +255,9 @@ class Loop:
             log.error("rolling upgrade to %s failed, staying on the old model: %s", version, exc)
             self.calls.kill(actor)
             return
-        self.pools.add_embedders([actor], got_version)
+        if self.pools.add_embedders([actor], got_version):
+            self.control.model_in_service(got_version)
         for s in self.streams.values():  # one about to start gets them after its start()
             if not s.done:
                 self.pending[s.actor.use_embedders.remote(self.pools.embedders, got_version)] = ("use", s.sid)
-        self.control.model_in_service(got_version)
         log.info("rolling upgrade: %s embedding actor serving; the old ones drain", got_version)

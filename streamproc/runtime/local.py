@@ -77,9 +77,9 @@ class LocalRunner(Runner):
         card = self.embedder.card
         outlet = self._outlet(card)
         chains = [StreamChain(s, cfg, card.version, card.embedding_dim) for s in cfg.sources]
-        self.pool = LocalPool(self.embedder, card.version)
+        embed = LocalPool(self.embedder, card.version)
         detect = LocalPool(lambda images: self.detector(list(images)), merge=None)
-        self.pumps = pumps = [Pump(chain, self.pool, detect) for chain in chains]
+        self.pumps = pumps = [Pump(chain, embed, detect) for chain in chains]
         self.control = self._controller(outlet, self._swap_model)
         started = time.monotonic()
         outlet.start_clock()
@@ -140,7 +140,7 @@ class LocalRunner(Runner):
     def _swap_model(self, serving: Serving) -> None:
         """A rolling upgrade: in-process, the next batch uses the new model."""
         self.embedder = Embedder(self.config.embedder.model_copy(update={"model": serving.model}))
-        self.pool = LocalPool(self.embedder, self.embedder.version)
+        embed = LocalPool(self.embedder, self.embedder.version)
         for pump in self.pumps:
-            pump.use(self.pool)
+            pump.embed = embed
         self.control.model_in_service(self.embedder.version)

@@ -2,7 +2,8 @@
 through the detector and the embedder and back, in batch order, with at most ``depth`` batches in between.
 
 * ``feed(stop)``: read batches until ``depth`` are in flight, their picked frames sent to the
-  detector; then track each batch in order as its faces come back, its crops sent to the embedder.
+  detector; each batch is tracked, in order, once its faces are back (between reads when they
+  already are, else waiting at the end), its crops sent to the embedder.
 * ``drain()``: aggregate the oldest batch once its embeddings are back, several if they are; it
   waits for the oldest when ``depth`` are in flight or nothing more will be read.
 
@@ -110,11 +111,10 @@ class LocalPool:
 class _Batch:
     seq: int
     detect: Any = None  # the detector call's handle, until the batch is tracked
-    detect_sent: float = 0.0
+    sent: float = 0.0  # when its detector call went out, then its embedding call
     tracked: bool = False
     embed: Any = None  # the embedding call's handle (None: no crops)
     pool: Any = None  # the embedding pool it went to
-    sent: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -122,14 +122,11 @@ class Pump:
     """One stream through its chain and the pools; see the module docstring."""
 
     def __init__(self, chain: StreamChain, embed: Pool, detect: Pool, depth: int = 1):
+        # ``embed`` is set to another pool in a rolling upgrade: batches sent earlier finish where they are
         self.chain, self.embed, self.detect = chain, embed, detect
         self.depth = max(1, depth)
         self.batches: deque[_Batch] = deque()
         self.done = False  # the last batch was aggregated
-
-    def use(self, embed: Pool) -> None:
-        """A rolling upgrade: batches from now on go to ``embed``; those sent earlier finish where they are."""
-        self.embed = embed
 
     def step(self, stop: bool = False) -> list[Front | Back]:
         return [*self.feed(stop), *self.drain()]
@@ -160,7 +157,7 @@ class Pump:
             log.warning("stream %s: detector failed (%s); closing it", self.chain.stream_id, exc)
             self.chain.detector_failed(batch.seq, exc)
             return []
-        batch.seconds["detect"] = time.perf_counter() - batch.detect_sent
+        batch.seconds["detect"] = time.perf_counter() - batch.sent
         return list(found)
 
     def _tracked(self, front: Front, crops: Crops, batch: _Batch, out: list[Front]) -> None:
@@ -180,10 +177,8 @@ class Pump:
             wait = len(self.batches) >= self.depth or self.chain.reading_done
             if batch.embed is not None and not wait and not batch.pool.ready(batch.embed):
                 break
-            if batch.embed is None:
-                embeddings = np.zeros((0, self.chain.embedding_dim), np.float32)
-            else:
-                embeddings = batch.pool.result(batch.embed)
+            empty = np.zeros((0, self.chain.embedding_dim), np.float32)
+            embeddings = empty if batch.embed is None else batch.pool.result(batch.embed)
             back = self.chain.back(batch.seq, embeddings, batch.pool.version)
             if batch.embed is not None:
                 back.seconds["embed"] = time.perf_counter() - batch.sent

@@ -265,7 +265,7 @@ class StreamWorker:
     def use_embedders(self, embedders: list[Any], version: str) -> None:
         """A rolling upgrade: the next batches are embedded by ``embedders`` (model ``version``)."""
         if self.pump is not None:
-            self.pump.use(RayPool(embedders, "embed", version))
+            self.pump.embed = RayPool(embedders, "embed", version)
 
     def stop(self) -> None:
         """End the stream: its open tracks are decided. Closing the source wakes a read that waits

@@ -237,7 +237,7 @@ class PoolWorker(StreamWorker):
 
     def use_embedders(self, embedders: list[Any], version: str) -> None:
         assert self.pump is not None
-        self.pump.use(embedders[0].pool)
+        self.pump.embed = embedders[0].pool
 
 
 class ScriptedControl(Controller):
@@ -281,9 +281,9 @@ def test_reordered_results_an_actor_death_and_a_model_switch(detectors: int) -> 
     streams = {"a": FakeStreamActor(world, "a"), "b": FakeStreamActor(world, "b", die_after=8)}
     new_models: list[FakeModel] = []
 
-    def start_embedders(model: str) -> list[Any]:
-        new_models.append(FakeModel(world, "v2"))
-        return new_models[-1:]
+    def start_embedders(model: str) -> list[Any]:  # two, as with runtime.embedders=2: each answers alone
+        new_models.extend([FakeModel(world, "v2"), FakeModel(world, "v2")])
+        return new_models[-2:]
 
     old = [FakeModel(world)]
     pools = Pools(list(old), [detector(world) for _ in range(detectors)], "v1", start_embedders)
