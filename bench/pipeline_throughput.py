@@ -248,6 +248,13 @@ def compare_with_naive(
     }
 
 
+def decisions(result: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The decisions without their track ids: the id the appearance guard gives a split track is the
+    tracker's next id when the embeddings come back, and the tracker may be ahead by a different
+    number of batches on each runner."""
+    return sorted((tuple(t["t"]), t["identity"], t["faces"], t.get("distance")) for t in result["tracks"])
+
+
 def print_tracks(method: str, result: dict[str, Any]) -> None:
     print(f"    {method}: {len(result['tracks'])} tracks, identities {identity_counts(result['tracks'])}")
     for t in result["tracks"]:
@@ -291,13 +298,13 @@ def bench_video(
     print("  per-track decisions:")
     for method in ("naive", "ours_local", "ours_ray", "ours_ray_pool", "ours_ray_realtime"):
         print_tracks(method, out[method])
-    same = out["ours_local"]["tracks"] == out["ours_ray"]["tracks"] == out["ours_ray_pool"]["tracks"]
+    same = decisions(out["ours_local"]) == decisions(out["ours_ray"]) == decisions(out["ours_ray_pool"])
     out["same_decisions_local_ray"] = same
     out["vs_naive"] = compare_with_naive(out["ours_ray"]["tracks"], out["naive"]["tracks"])
     out["realtime_vs_naive"] = compare_with_naive(
         out["ours_ray_realtime"]["tracks"], out["naive"]["tracks"], REALTIME_PROFILE
     )
-    print(f"  local, ray and ray + pool: identical per-track decisions: {same}")
+    print(f"  local, ray and ray + pool: identical per-track decisions (track ids aside): {same}")
     print_agreement("ray", out["vs_naive"])
     print_agreement("real-time profile", out["realtime_vs_naive"])
     return out

@@ -208,7 +208,7 @@ def crop_boxes(images: list[np.ndarray], boxes: np.ndarray, image: np.ndarray, s
 def to_input(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 scaled as (x - 127.5) / 128."""
     x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float()
-    return (x - 127.5) * 0.0078125
+    return ((x - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
 
 class MTCNN(Detector):
@@ -236,6 +236,9 @@ class MTCNN(Detector):
         self.pnet = load_net(PNet(), weights_dir / "pnet.pt", WEIGHTS_SHA256["pnet.pt"]).to(self.device)
         self.rnet = load_net(RNet(), weights_dir / "rnet.pt", WEIGHTS_SHA256["rnet.pt"]).to(self.device)
         self.onet = load_net(ONet(), weights_dir / "onet.pt", WEIGHTS_SHA256["onet.pt"]).to(self.device)
+        # channels_last: P-Net 1.9x, R-Net 2.5x, O-Net 2.2x faster than NCHW on one CPU core here
+        for net in (self.pnet, self.rnet, self.onet):
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def _detect(self, images: list[np.ndarray]) -> list[Faces]:
         return self._detect_at(images, [1.0] * len(images))

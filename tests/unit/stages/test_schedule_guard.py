@@ -28,6 +28,23 @@ def test_a_hard_cut_is_found_and_a_pan_is_not() -> None:
     assert np.flatnonzero(detected).tolist() == [0, 4, 6, 10]  # the cut frame restarts the count
 
 
+@pytest.mark.parametrize("grain", [1, 3])
+def test_a_1080p_pan_over_pixel_fine_texture_is_no_cut(grain: int) -> None:
+    """The thumbnail of a large frame averages a grid of its pixels, not all of them: a texture finer
+    than the grid, panning by a pixel a frame, shows the grid other pixels every frame (the case
+    where sampling could see change that is not there). Only the real cut is a cut."""
+    rng = np.random.default_rng(grain)
+
+    def pan(n: int) -> np.ndarray:
+        noise = rng.integers(0, 256, (1080 // grain + 1, (1920 + n) // grain + 1, 3), np.uint8)
+        wide = np.kron(noise, np.ones((grain, grain, 1), np.uint8))
+        base = (wide.astype(np.int16) // 2 + rng.integers(0, 128, 3)).clip(0, 255).astype(np.uint8)
+        return np.stack([base[:1080, i : i + 1920] for i in range(n)])
+
+    _, cuts = Schedule(every_k=100)("cam", np.concatenate([pan(5), pan(5)]))
+    assert np.flatnonzero(cuts).tolist() == [5]
+
+
 def test_schedule_counts_across_batches_and_streams() -> None:
     schedule = Schedule(every_k=3, cuts=ShotCutConfig(enabled=False))
     frames = scene(7, seed=3)
