@@ -2,7 +2,7 @@
 
 The earlier form is the same weights and code with the nets in NCHW layout (now channels_last),
 so the ratio is what the layout bought. Also the shot-cut thumbnail that every decoded frame goes
-through: a grid of the frame's pixels (now) against all of them (before).
+through: a bilinear grid of the frame (now) against all its pixels (before).
 
 Frames: every 5th frame of the 1080p street video (default config: faces from 20 px) and the same
 frames shrunk to 640x360 (the real-time profile: faces from 40 px). Prints ms a frame each way,

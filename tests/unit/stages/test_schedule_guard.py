@@ -45,6 +45,21 @@ def test_a_1080p_pan_over_pixel_fine_texture_is_no_cut(grain: int) -> None:
     assert np.flatnonzero(cuts).tolist() == [5]
 
 
+@pytest.mark.parametrize(("height", "width"), [(1440, 2560), (1080, 1920), (576, 1024)])
+def test_fine_stripes_moving_a_pixel_a_frame_are_no_cut(height: int, width: int) -> None:
+    """Red and blue stripes one pixel wide (a striped shirt, a fence, interlacing) moving a pixel a
+    frame: a grid that takes single pixels at an even step sees all red, then all blue."""
+
+    def stripes(shift: int) -> np.ndarray:
+        frame = np.empty((height, width, 3), np.uint8)
+        red = (np.arange(width) + shift) % 2 == 0
+        frame[:, red], frame[:, ~red] = (200, 30, 30), (30, 30, 200)
+        return frame
+
+    _, cuts = Schedule(every_k=100)("cam", np.stack([stripes(i) for i in range(4)]))
+    assert not cuts.any()
+
+
 def test_schedule_counts_across_batches_and_streams() -> None:
     schedule = Schedule(every_k=3, cuts=ShotCutConfig(enabled=False))
     frames = scene(7, seed=3)
