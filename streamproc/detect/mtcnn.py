@@ -147,6 +147,35 @@ def pyramid_scales(height: int, width: int, min_face_size: float, factor: float)
     return scales
 
 
+def pyramid(
+    image: np.ndarray, sizes: list[tuple[int, int]], reuse_from: float = 4.0, min_source: int = 200
+) -> list[np.ndarray]:
+    """The image area-resized to each (width, height), largest first. A level is resized from the
+    smallest level already made that is at least ``reuse_from`` times its width and height and at
+    least ``min_source`` pixels on its shorter side, else from the image.
+
+    Area resizing costs about the source's pixels, so a 1080p pyramid made only from the frame pays
+    for twelve full frames. From a large level at a step of 4x or more, the average of averages stays
+    within about a grey level of the direct one (``tests/unit/detect/test_mtcnn.py``); small levels
+    are cheap to make from the image, and a photo of LFW's size (250x250) gets exactly the levels it
+    always had.
+
+    >>> [level.shape for level in pyramid(np.zeros((100, 200, 3), np.uint8), [(120, 60), (25, 12)])]
+    [(60, 120, 3), (12, 25, 3)]
+    """
+    levels: list[np.ndarray] = []
+    for width, height in sizes:
+        big = [
+            lv
+            for lv in levels
+            if min(lv.shape[:2]) >= min_source
+            and min(lv.shape[1] / width, lv.shape[0] / height) >= reuse_from
+        ]
+        source = big[-1] if big else image
+        levels.append(cv2.resize(source, (width, height), interpolation=cv2.INTER_AREA))
+    return levels
+
+
 @dataclass
 class _Candidates:
     """Boxes still in the cascade, from all images at once."""
@@ -228,6 +257,7 @@ class MTCNN(Detector):
     pnet_pixels = 1 << 22  # input pixels per P-Net forward pass
     rnet_chunk = 2048  # crops per R-Net forward pass
     onet_chunk = 512  # crops per O-Net forward pass
+    pyramid_reuse = 4.0  # see ``pyramid``; inf: every level from the image
 
     def __init__(self, config: DetectorConfig, weights_dir: Path) -> None:
         self.config = config
@@ -273,21 +303,21 @@ class MTCNN(Detector):
             by_shape.setdefault((im.shape[0], im.shape[1], min_face), []).append(i)
         parts = []
         for (height, width, min_face), members in by_shape.items():
-            for scale in pyramid_scales(height, width, min_face, self.config.scale_factor):
-                size = (math.ceil(width * scale), math.ceil(height * scale))
+            scales = pyramid_scales(height, width, min_face, self.config.scale_factor)
+            sizes = [(math.ceil(width * scale), math.ceil(height * scale)) for scale in scales]
+            # every level of every image is kept until its pass: about 0.7 of a frame each at 1080p
+            levels = {i: pyramid(images[i], sizes, self.pyramid_reuse) for i in members}
+            for k, (scale, size) in enumerate(zip(scales, sizes, strict=True)):
                 per_pass = max(1, self.pnet_pixels // (size[0] * size[1]))
                 for start in range(0, len(members), per_pass):
                     chunk = members[start : start + per_pass]
-                    parts.append(self._pnet_pass(images, chunk, size, scale))
+                    parts.append(self._pnet_pass(np.stack([levels[i][k] for i in chunk]), chunk, scale))
         cand = _Candidates.cat(parts)
         cand = cand.take(batched_nms(cand.boxes, cand.scores, cand.image, 0.7))
         cand.boxes = square(regress(cand.boxes, cand.reg))
         return cand
 
-    def _pnet_pass(
-        self, images: list[np.ndarray], members: list[int], size: tuple[int, int], scale: float
-    ) -> _Candidates:
-        resized = np.stack([cv2.resize(images[i], size, interpolation=cv2.INTER_AREA) for i in members])
+    def _pnet_pass(self, resized: np.ndarray, members: list[int], scale: float) -> _Candidates:
         prob, reg = (t.cpu() for t in self.pnet(to_input(resized, self.device)))
         b, y, x = torch.nonzero(prob >= self.config.thresholds[0], as_tuple=True)
         corner = torch.stack([x, y], dim=1).float() * PNET_STRIDE

@@ -12,7 +12,7 @@ import torch
 
 from streamproc.config import DetectorConfig
 from streamproc.detect import build_detector
-from streamproc.detect.mtcnn import MTCNN, PNet, load_net, pyramid_scales
+from streamproc.detect.mtcnn import MTCNN, PNet, load_net, pyramid, pyramid_scales
 from streamproc.errors import ConversionError, InputError, ModelError
 from streamproc.types import Faces
 
@@ -149,6 +149,58 @@ def test_weights_must_fit(tmp_path, mtcnn_weights_dir):
 )
 def test_pyramid_scales(shape, min_face, factor, expected):
     np.testing.assert_allclose(np.array(pyramid_scales(shape[0], shape[1], min_face, factor)), expected)
+
+
+def street_frame(shared_data: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(shared_data / "video" / "street-multiface-1080p.mp4")) as container:
+        frame = next(container.decode(video=0))
+        return frame.to_ndarray(format="rgb24")
+
+
+def default_sizes(height: int, width: int, min_face: float) -> list[tuple[int, int]]:
+    scales = pyramid_scales(height, width, min_face, 0.709)
+    return [(int(np.ceil(width * s)), int(np.ceil(height * s))) for s in scales]
+
+
+def test_pyramid_levels_from_levels_stay_within_a_grey_level_of_the_frame(shared_data):
+    """A real 1080p street frame, the default pyramid (faces from 20 px): levels made from a level
+    at least 4x their size against levels made from the frame, each the same size (worst level
+    measured: 0.46 of a grey level on average; from 2x steps of any size it was 2.39)."""
+    frame = street_frame(shared_data)
+    sizes = default_sizes(*frame.shape[:2], 20)
+    direct = [cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for size in sizes]
+    reused = pyramid(frame, sizes, reuse_from=4.0)
+    never = pyramid(frame, sizes, reuse_from=float("inf"))
+    assert [level.shape for level in reused] == [d.shape for d in direct]
+    assert all(np.array_equal(a, b) for a, b in zip(never, direct, strict=True))
+    # the first levels have no level 4x their size above them: made from the frame, exactly
+    assert np.array_equal(reused[0], direct[0]) and np.array_equal(reused[1], direct[1])
+    assert any(not np.array_equal(a, b) for a, b in zip(reused, direct, strict=True))  # some were reused
+    for a, b in zip(reused, direct, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() <= 1.0
+
+
+def test_a_photo_of_lfw_size_gets_the_levels_made_from_it():
+    """A 250x250 photo (LFW's size) keeps the pyramid it always had, bit for bit: a first version
+    that also made its small levels from levels moved LFW 10-fold accuracy from 0.9940 to 0.9935."""
+    photo = np.random.default_rng(0).integers(0, 256, (250, 250, 3), np.uint8)
+    sizes = default_sizes(250, 250, 20)
+    for level, size in zip(pyramid(photo, sizes), sizes, strict=True):
+        assert np.array_equal(level, cv2.resize(photo, size, interpolation=cv2.INTER_AREA)), size
+
+
+def test_pyramid_of_one_pixel_stripes_stays_grey():
+    """The case an average of averages could get wrong: 1-px black/white stripes (a fence, a
+    striped shirt) must come out as the same flat grey at every level, never as stripes."""
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    frame[:, ::2] = 255
+    sizes = default_sizes(1080, 1920, 20)
+    for reused, size in zip(pyramid(frame, sizes), sizes, strict=True):
+        direct = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        assert reused.std() <= direct.std() + 2.0, size
+        assert abs(float(reused.mean()) - float(direct.mean())) <= 1.0, size
 
 
 def test_build_detector(mtcnn_weights_dir):
