@@ -91,8 +91,7 @@ def compare(name: str, config_path: Path | None, frames: list[np.ndarray], repea
             form(*settings)
             faces[key] = sum(len(detector([f])[0]) for f in frames)
     finally:
-        form(True, mtcnn.MTCNN.pyramid_reuse)
-        del detector.pyramid_reuse
+        mtcnn.to_input = shipped_input  # the module's; this detector is dropped
     earlier, from_frame, now = best["earlier"], best["levels_from_frame"], best["now"]
     print(
         f"  MTCNN {name:<27} earlier {earlier:7.1f}  levels from the frame {from_frame:7.1f}  "

@@ -25,4 +25,3 @@ def test_detector_bench_prints_both_ways_and_restores_the_detector(shared_data, 
     # 3 street frames: the same faces, give or take one
     assert now >= 3 and abs(now - earlier) <= 1 and abs(now - from_frame) <= 1
     assert mtcnn.to_input is shipped  # later detectors in this process are as shipped
-    assert mtcnn.MTCNN.pyramid_reuse == 4.0
