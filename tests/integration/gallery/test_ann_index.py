@@ -16,7 +16,7 @@ from tests.unit.gallery.test_index import unit_vectors
 
 pytestmark = pytest.mark.integration
 IVF = AnnOptions(min_size=200, kind="ivf", nlist=8, nprobe=8, candidates=32)
-HNSW = AnnOptions(min_size=200, kind="hnsw", m=8, ef_search=1000, candidates=32)  # walks every node
+HNSW = AnnOptions(min_size=200, kind="hnsw", m=8, ef_search=1000, candidates=32)  # walks all it links to
 PQ = AnnOptions(min_size=200, kind="pq", candidates=1000)  # every row a candidate
 IVFPQ = AnnOptions(min_size=200, kind="ivfpq", ivf_share=1.0, candidates=1000)  # every cell, every row
 EACH = pytest.mark.parametrize("ann", [IVFPQ, PQ, HNSW, IVF], ids=["ivfpq", "pq", "hnsw", "ivf"])
