@@ -255,8 +255,9 @@ class MTCNN(Detector):
     config: DetectorConfig
     min_window = PNET_CELL  # P-Net's window: faces smaller than this are never found
     pnet_pixels = 1 << 22  # input pixels per P-Net forward pass
-    rnet_chunk = 2048  # crops per R-Net forward pass
-    onet_chunk = 512  # crops per O-Net forward pass
+    rnet_chunk = 2048  # crops per R-Net forward pass (CPU: 128)
+    onet_chunk = 512  # crops per O-Net forward pass (CPU: 32)
+    pnet_band: int | None = None  # P-Net output rows per forward pass (CPU: 64); None: the whole level
     pyramid_reuse = 4.0  # see ``pyramid``; inf: every level from the image
 
     def __init__(self, config: DetectorConfig, weights_dir: Path) -> None:
@@ -269,6 +270,10 @@ class MTCNN(Detector):
         # channels_last: P-Net 1.9x, R-Net 2.5x, O-Net 2.2x faster than NCHW on one CPU core here
         for net in (self.pnet, self.rnet, self.onet):
             net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self.device.type == "cpu":  # a pass's activations then stay in the CPU's caches
+            # one core here: R-Net 2048 -> 128 crops 179 -> 78 us a crop, O-Net 512 -> 32 984 -> 450 us,
+            # P-Net on a 648x1152 level in 64-row bands 99 -> 80 ms (2 threads: 61 -> 49 ms)
+            self.rnet_chunk, self.onet_chunk, self.pnet_band = 128, 32, 64
 
     def _detect(self, images: list[np.ndarray]) -> list[Faces]:
         return self._detect_at(images, [1.0] * len(images))
@@ -318,12 +323,29 @@ class MTCNN(Detector):
         return cand
 
     def _pnet_pass(self, resized: np.ndarray, members: list[int], scale: float) -> _Candidates:
-        prob, reg = (t.cpu() for t in self.pnet(to_input(resized, self.device)))
+        prob, reg = (t.cpu() for t in self._pnet_bands(to_input(resized, self.device)))
         b, y, x = torch.nonzero(prob >= self.config.thresholds[0], as_tuple=True)
         corner = torch.stack([x, y], dim=1).float() * PNET_STRIDE
         boxes = torch.cat([corner, corner + PNET_CELL], dim=1) / scale
         cand = _Candidates(boxes, prob[b, y, x], torch.tensor(members)[b], reg[b, :, y, x])
         return cand.take(batched_nms(cand.boxes, cand.scores, b, 0.5))
+
+    def _pnet_bands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """P-Net over ``x`` in bands of ``pnet_band`` output rows, each from the input rows it sees
+        (output row y sees input rows 2y to 2y + 11; a band starts on an even row, so the 2x2 pooling
+        windows are the whole level's)."""
+        height = x.shape[2]
+        rows = (height - 1) // 2 - 4  # conv 3x3, pool 2x2 ceil, conv 3x3, conv 3x3
+        band = self.pnet_band
+        if band is None or rows <= 2 * band:
+            out: tuple[torch.Tensor, torch.Tensor] = self.pnet(x)
+            return out
+        parts = []
+        for top in range(0, rows, band):
+            end = min(rows, top + band)
+            parts.append(self.pnet(x[:, :, 2 * top : 2 * end + PNET_CELL - 2 if end < rows else height]))
+        prob, reg = (torch.cat(part, dim=-2) for part in zip(*parts, strict=True))
+        return prob, reg
 
     def _run(
         self, net: nn.Module, images: list[np.ndarray], cand: _Candidates, size: int, chunk: int

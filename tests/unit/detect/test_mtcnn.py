@@ -12,7 +12,7 @@ import torch
 
 from streamproc.config import DetectorConfig
 from streamproc.detect import build_detector
-from streamproc.detect.mtcnn import MTCNN, PNet, load_net, pyramid, pyramid_scales
+from streamproc.detect.mtcnn import MTCNN, PNet, load_net, pyramid, pyramid_scales, to_input
 from streamproc.errors import ConversionError, InputError, ModelError
 from streamproc.types import Faces
 
@@ -201,6 +201,42 @@ def test_pyramid_of_one_pixel_stripes_stays_grey():
         direct = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         assert reused.std() <= direct.std() + 2.0, size
         assert abs(float(reused.mean()) - float(direct.mean())) <= 1.0, size
+
+
+def test_pnet_in_bands_sees_what_the_whole_level_sees(detector, shared_data):
+    """On CPU P-Net runs a large level in bands of 64 output rows. Against one pass over the level,
+    every cell's score and box offsets must match: at each default level of a real 1080p frame and at
+    odd heights, where the last band is short and the level's edge cuts a pooling window (394 rows:
+    192 output rows, three whole bands)."""
+    frame = street_frame(shared_data)
+    sizes = [*default_sizes(*frame.shape[:2], 20), (259, 301), (640, 333), (500, 394)]
+    banded = 0
+    with torch.inference_mode():
+        for width, height in sizes:
+            level = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+            x = to_input(level[None], torch.device("cpu"))
+            whole = detector.pnet(x)
+            for got, want in zip(detector._pnet_bands(x), whole, strict=True):
+                assert got.shape == want.shape, (width, height)
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+            banded += whole[0].shape[1] > 2 * detector.pnet_band
+    assert detector.pnet_band == 64 and banded >= 4
+
+
+def test_cache_sized_passes_find_the_faces_of_whole_passes(detector, shared_data):
+    """The street frame's faces with CPU pass sizes (P-Net bands, 128 R-Net and 32 O-Net crops a
+    pass) and with one pass per level and 2048 / 512 crops, as on a GPU."""
+    frame = street_frame(shared_data)
+    small = detector([frame])[0]
+    shipped = detector.rnet_chunk, detector.onet_chunk, detector.pnet_band
+    assert shipped == (128, 32, 64)
+    detector.rnet_chunk, detector.onet_chunk, detector.pnet_band = MTCNN.rnet_chunk, MTCNN.onet_chunk, None
+    try:
+        whole = detector([frame])[0]
+    finally:
+        detector.rnet_chunk, detector.onet_chunk, detector.pnet_band = shipped
+    assert len(small) >= 3
+    assert_same_faces(small, whole)
 
 
 def test_build_detector(mtcnn_weights_dir):
