@@ -12,9 +12,11 @@ Unlike IVF there are no cells to train, so the graph never grows stale as the ga
   ``REBUILD_DEAD`` of the graph, and ``GalleryIndex`` then rebuilds from its live rows.
 * Nodes are numbered in insertion order (``label``); ``_rids`` maps a label to the caller's id.
 * The level-0 links are pruned as the graph grows, which can leave a node that no walk from the entry
-  point reaches: an enrolled person no probe could ever find (with ``m=8``, one node in 22 of 1,000
-  builds of 600 face-like rows). After each change the graph is walked breadth-first from its entry
-  point, and the nodes it misses are compared with every probe exactly, beside the walk.
+  point reaches: searched with its own row, such a node did not come back (with ``m=8``, one node in
+  22 of 1,000 builds of 600 face-like rows). After each change the graph is walked breadth-first from
+  its entry point, and the nodes it misses are compared with every probe exactly, beside the walk.
+  A probe's walk starts where the upper layers lead it; a node that start cannot reach but the
+  entry point can is not covered.
 
 >>> rows = np.eye(4, 8, dtype=np.float32)
 >>> ann = HnswIndex.build(rows, np.arange(10, 14), HnswOptions(m=4))
@@ -101,6 +103,7 @@ class HnswIndex:
         self._index_labels(np.flatnonzero(live))
         self.dead = len(self) - int(live.sum())  # removed nodes still in the graph
         self._stranded: np.ndarray | None = None  # unreachable labels; None: not walked since a change
+        self._stranded_rows = np.zeros((0, index.d), np.float32)  # their stored rows
 
     @classmethod
     def build(cls, rows: np.ndarray, ids: np.ndarray, options: HnswOptions) -> Self:
@@ -187,11 +190,11 @@ class HnswIndex:
         """``labels`` with the live nodes no walk reaches merged in by their exact distance."""
         if self._stranded is None:
             self._stranded = unreachable(self._index.hnsw, len(self))  # type: ignore[attr-defined]  # an IndexHNSW
-        bits = self._alive[self._stranded >> 3] >> (self._stranded & 7) & 1
-        stranded = self._stranded[bits == 1]
-        if not len(stranded):
+            self._stranded_rows = self._index.reconstruct_batch(self._stranded)
+        live = (self._alive[self._stranded >> 3] >> (self._stranded & 7) & 1) == 1
+        if not live.any():
             return labels
-        rows = self._index.reconstruct_batch(stranded)
+        stranded, rows = self._stranded[live], self._stranded_rows[live]
         extra = (probes**2).sum(1)[:, None] + (rows**2).sum(1)[None] - 2 * probes @ rows.T
         extra[(labels[:, :, None] == stranded).any(1)] = np.inf  # the walk started on it: already there
         dist = np.concatenate([dist, extra], axis=1)
