@@ -25,6 +25,12 @@ Methods, all with the same models (MTCNN, FaceNet Inception-ResNet-v1) and the s
   (detection on every 10th frame, on a copy at most 640 px wide for faces from 40 px,
   MobileFaceNet, 5 faces embedded a track), against a gallery enrolled with the same profile.
 
+``ceiling`` (the 1080p video only): the core time a frame costs each method on one thread (the
+naive loop, and ``LocalRunner`` with the default config), and what that allows:
+``ratio_ceiling_ray_vs_naive`` = (frames/s that all the machine's cores could give ours if they did
+nothing but its one-thread work) / the naive loop's frames/s. Ray cannot beat it: a ratio above it
+needs less work per frame, not better scheduling.
+
 frames/s = frames / wall time of the processing (models loaded before the clock starts, Ray
 actors started before it too). ``realtime_streams_640x480``: the largest N for which N copies of
 the 640x480 30-fps video run at once on Ray with every stream at >= 30 frames/s (default config);
@@ -172,6 +178,40 @@ def naive(pipeline: FacePipeline, index: GalleryIndex, threshold: float, path: P
     return {"frames": frames, "wall_s": wall, "fps": frames / wall, "tracks": tracks}
 
 
+def work_per_frame(
+    pipeline: FacePipeline, index: GalleryIndex, threshold: float, path: Path, naive_fps: float
+) -> dict[str, Any]:
+    """Core time per frame (process CPU time: torch, OpenCV and the decoder's threads) of the naive
+    loop and of ours, each on one torch/OpenCV thread, and the ratio to the naive loop that the
+    machine's cores could reach at most."""
+    import cv2
+    import torch
+
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        started = time.process_time()
+        frames = naive(pipeline, index, threshold, path)["frames"]
+        naive_ms = (time.process_time() - started) * 1e3 / frames
+        runner = LocalRunner(
+            pipeline_config([path]), index=index, detector=pipeline.detector, embedder=pipeline.embedder
+        )
+        started = time.process_time()
+        frames = runner.run().frames
+        ours_ms = (time.process_time() - started) * 1e3 / frames
+    finally:
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
+    cpus = os.cpu_count() or 1
+    return {
+        "cpu_ms_per_frame_naive": naive_ms,
+        "cpu_ms_per_frame_ours": ours_ms,
+        "work_ratio_naive_vs_ours": naive_ms / ours_ms,
+        "ratio_ceiling_ray_vs_naive": cpus * 1e3 / ours_ms / naive_fps,
+    }
+
+
 def ours(summary: RunSummary) -> dict[str, Any]:
     final: dict[tuple[str, int], Any] = {}
     for d in summary.decisions:  # the last kept revision of each track is its answer
@@ -265,7 +305,12 @@ def print_tracks(method: str, result: dict[str, Any]) -> None:
 
 
 def bench_video(
-    name: str, path: Path, pipeline: FacePipeline, index: GalleryIndex, realtime_index: GalleryIndex
+    name: str,
+    path: Path,
+    pipeline: FacePipeline,
+    index: GalleryIndex,
+    realtime_index: GalleryIndex,
+    ceiling: bool = False,
 ) -> dict[str, Any]:
     threshold = pipeline.embedder.card.threshold_for(pipeline.model_version)
     print(f"\n== {name}: {path.name}", flush=True)
@@ -290,6 +335,14 @@ def bench_video(
     out["ratio_ray_pool_vs_naive"] = out["ours_ray_pool"]["fps"] / out["naive"]["fps"]
     out["ratio_local_vs_naive"] = out["ours_local"]["fps"] / out["naive"]["fps"]
     out["ratio_ray_realtime_vs_naive"] = out["ours_ray_realtime"]["fps"] / out["naive"]["fps"]
+    if ceiling:
+        out["ceiling"] = c = work_per_frame(pipeline, index, threshold, path, out["naive"]["fps"])
+        print(
+            f"  one thread: naive {c['cpu_ms_per_frame_naive']:.1f} ms of core time a frame, ours "
+            f"{c['cpu_ms_per_frame_ours']:.1f} (work ratio {c['work_ratio_naive_vs_ours']:.2f}x); "
+            f"ceiling for ray / naive on {os.cpu_count()} cores {c['ratio_ceiling_ray_vs_naive']:.2f}x",
+            flush=True,
+        )
     print(
         f"  ray / naive      {out['ratio_ray_vs_naive']:8.2f}x   (ray + pool / naive {out['ratio_ray_pool_vs_naive']:.2f}x, "
         f"local / naive {out['ratio_local_vs_naive']:.2f}x, real-time profile / naive "
@@ -402,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         return 0
     results = {
-        name: bench_video(name, path, pipeline, index, realtime_index) for name, path in videos.items()
+        name: bench_video(name, path, pipeline, index, realtime_index, ceiling=name == "street-1080p")
+        for name, path in videos.items()
     }
     n_realtime, trials = realtime_streams(synth, index, args.max_streams)
     n_profile, profile_trials = realtime_streams(synth, realtime_index, args.max_streams, REALTIME_PROFILE)
@@ -422,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_ray_detector_pool_vs_naive": primary["ratio_ray_pool_vs_naive"],
         "fps_ours_ray_realtime": primary["ours_ray_realtime"]["fps"],
         "ratio_ray_realtime_vs_naive": primary["ratio_ray_realtime_vs_naive"],
+        **primary.get("ceiling", {}),
         "realtime_streams_640x480": n_realtime,
         "realtime_trials": trials,
         "realtime_streams_640x480_realtime": n_profile,
@@ -445,8 +500,13 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_ray_detector_pool_vs_naive",
         "fps_ours_ray_realtime",
         "ratio_ray_realtime_vs_naive",
+        "cpu_ms_per_frame_naive",
+        "cpu_ms_per_frame_ours",
+        "work_ratio_naive_vs_ours",
+        "ratio_ceiling_ray_vs_naive",
     ):
-        print(f"  {key:<34} {report[key]:8.2f}")
+        if key in report:
+            print(f"  {key:<34} {report[key]:8.2f}")
     print(f"  {'realtime_streams_640x480':<34} {n_realtime:8d}")
     print(f"  {'realtime_streams_640x480_realtime':<34} {n_profile:8d}")
     for name, r in results.items():

@@ -2,8 +2,10 @@
 
 Crops travel to the device as uint8 (a quarter of float32's bytes; pinned memory and a
 non-blocking copy on CUDA) and are normalised there. On CUDA the model runs under autocast
-(``embedder.precision``: bfloat16 where the GPU has it, else float16) in channels_last layout,
-and the rows are normalised again in float32; every other device runs float32 throughout.
+(``embedder.precision``: bfloat16 where the GPU has it, else float16), and the rows are normalised
+again in float32; every other device runs float32 throughout. CUDA and CPU run the model in
+channels_last layout: on one CPU core here Inception-ResNet-v1 took 44 ms a face against 60-73 ms
+in NCHW (passes of 64 and 8), MobileFaceNet 9.5-16 against 10-20, with rows equal within 3e-7.
 
 With ``embedder.flip`` (off by default) each crop is also run mirrored and the two rows are
 averaged (test-time augmentation): one model pass of twice the faces. Against 1,680 LFW people it
@@ -97,7 +99,8 @@ class Embedder:
         self.autocast = autocast_dtype(
             self.device, self.config.precision, cuda and torch.cuda.is_bf16_supported()
         )
-        if self.autocast is not None:
+        self.channels_last = self.device.type in ("cuda", "cpu")
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model.eval()
 
@@ -126,11 +129,13 @@ class Embedder:
         x = normalise(to_device(crops, self.device), self.card)
         if self.config.flip:
             x = torch.cat([x, x.flip(3)])  # NCHW: mirrored left to right
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.autocast is None:
             rows = self.model(x).float()
         else:
             with torch.autocast(self.device.type, dtype=self.autocast):
-                rows = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+                rows = self.model(x).float()
         if self.config.flip:
             rows = rows[: len(crops)] + rows[len(crops) :]
         return F.normalize(rows, dim=1).cpu().numpy()

@@ -2,11 +2,14 @@
 
 On CPU the path must give what the paper's preprocessing gives (per-image prewhitening computed
 here in float64 numpy, or the fixed (x - 127.5) / 128), then the model, on real LFW faces with
-the real weights. Autocast (bf16/fp16) and channels_last are for CUDA only: CPU stays float32.
+the real weights. Autocast (bf16/fp16) is for CUDA only: CPU stays float32. The product runs the
+model in channels_last layout on CPU (faster there); the reference runs a copy in the plain NCHW
+layout, so a layout that changed the numbers would fail.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import cv2
@@ -43,9 +46,10 @@ def reference(embedder: Embedder, crops: np.ndarray) -> np.ndarray:
         x = (x - flat.mean(axis=1)[:, None, None, None]) / std[:, None, None, None]
     else:
         x = (x - card.mean) / card.std
-    tensor = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2)
+    tensor = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2).contiguous()
+    model = copy.deepcopy(embedder.model).cpu().to(memory_format=torch.contiguous_format)
     with torch.inference_mode():
-        return embedder.model.cpu()(tensor).numpy()
+        return model(tensor).numpy()
 
 
 @pytest.mark.parametrize("model", ["facenet-irv1-128", "mobilefacenet-192"])
@@ -53,6 +57,8 @@ def test_cpu_path_equals_the_reference_preprocessing(model, lfw_crops):
     torch.set_num_threads(1)
     embedder = Embedder(EmbedderConfig(model=model, batch_size=5, flip=False))  # batches of 5, 5, 2
     assert embedder.autocast is None  # CPU keeps float32
+    conv = next(m for m in embedder.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     got = embedder(lfw_crops)
     want = reference(embedder, lfw_crops)
     np.testing.assert_allclose(got, want, atol=2e-5)
