@@ -235,9 +235,13 @@ def crop_boxes(images: list[np.ndarray], boxes: np.ndarray, image: np.ndarray, s
 
 
 def to_input(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 scaled as (x - 127.5) / 128."""
-    x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float()
-    return ((x - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+    """(B, H, W, 3) uint8 RGB -> (B, 3, H, W) float32 scaled as (x - 127.5) / 128, channels_last.
+
+    Scaled in place in the pixels' own (B, H, W, 3) order, whose (B, 3, H, W) view is channels_last
+    already: one float copy, not three (a 648x1152 level took 5.5 / 2.9 ms one way, 1.5 this way).
+    """
+    x = torch.from_numpy(pixels).to(device).to(torch.float32, copy=True)  # never scale the caller's array
+    return x.sub_(127.5).mul_(0.0078125).permute(0, 3, 1, 2)
 
 
 class MTCNN(Detector):

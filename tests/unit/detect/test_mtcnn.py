@@ -264,3 +264,19 @@ def test_damaged_weights_are_a_one_line_error(tmp_path, mtcnn_weights_dir, file,
     with pytest.raises(ModelError, match=rf"{file} is corrupt .*streamproc models fetch") as info:
         MTCNN(DetectorConfig(), folder)
     assert "\n" not in str(info.value)
+
+
+def test_to_input_scales_a_copy_into_channels_last():
+    """The nets' input: (x - 127.5) / 128 per pixel, (B, 3, H, W) in channels_last memory, computed
+    in place on a copy: the caller's pixels (a frame's pyramid level) stay as they were."""
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    before = pixels.copy()
+    x = to_input(pixels, torch.device("cpu"))
+    want = (pixels.astype(np.float64) - 127.5) / 128.0
+    assert x.shape == (2, 3, 37, 53) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(x.permute(0, 2, 3, 1).numpy(), want.astype(np.float32))
+    np.testing.assert_array_equal(pixels, before)
+    floats = pixels.astype(np.float32)
+    to_input(floats, torch.device("cpu"))
+    np.testing.assert_array_equal(floats, before.astype(np.float32))
