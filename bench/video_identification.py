@@ -427,14 +427,58 @@ def score_ours(
     }
 
 
+def naive_name(s: Seen, threshold: float, margin: float) -> str | None:
+    """The name the naive loop gives one face: the product's rule on its two nearest people."""
+    return s.name if s.distance <= threshold and s.second - s.distance >= margin else None
+
+
 def score_naive(
     seen: list[Seen], videos: list[Video], shown: dict, threshold: float, margin: float
 ) -> dict[str, Any]:
-    answers = [
-        ((s.video, s.group), s.name if s.distance <= threshold and s.second - s.distance >= margin else None)
-        for s in seen
-    ]
+    answers = [((s.video, s.group), naive_name(s, threshold, margin)) for s in seen]
     return score(held_by_group(seen, videos), answers, shown)
+
+
+def recall_differences(
+    ours: tuple[list[Seen], list[Decision]],
+    naive_seen: list[Seen],
+    videos: list[Video],
+    shown: dict,
+    threshold: float,
+    margin: float,
+) -> list[str]:
+    """The enrolled appearances that one method names right and the other does not, each with what
+    the naive loop saw (of its faces on the appearance: how many were named right, its closest
+    distance to the right person) and what ours decided (each decision on a track holding it:
+    the name or unknown, the track's aggregate distance, the faces aggregated)."""
+    ours_held, naive_held = held_by_group(ours[0], videos), held_by_group(naive_seen, videos)
+    said: dict[tuple[int, int], list[Decision]] = {}
+    for d in ours[1]:
+        for a in ours_held.get((int(d.stream_id), d.track_id), {}):
+            said.setdefault(a, []).append(d)
+    faces: dict[tuple[int, int], list[Seen]] = {}
+    for s in naive_seen:
+        for a in naive_held.get((s.video, s.group), {}):
+            faces.setdefault(a, []).append(s)
+    lines = []
+    for a, who in sorted(shown.items()):
+        if not who.enrolled:
+            continue
+        right = [s for s in faces.get(a, []) if naive_name(s, threshold, margin) == who.person]
+        ours_right = any(d.identity == who.person for d in said.get(a, []))
+        if bool(right) == ours_right:
+            continue
+        nearest = [s.distance for s in faces.get(a, []) if s.name == who.person]
+        decided = "; ".join(
+            f"track {d.track_id}: {d.identity or 'unknown'} at {d.distance:.3f} ({d.n_frames} faces)"
+            for d in said.get(a, [])
+        )
+        lines.append(
+            f"video {a[0]} appearance {a[1]} ({who.person}, {who.kind}): "
+            f"{'naive' if right else 'ours'} only; naive named {len(right)} of its {len(faces.get(a, []))} "
+            f"faces right (closest {min(nearest, default=np.inf):.3f}); ours {decided or 'no decision'}"
+        )
+    return lines
 
 
 def stranger_gains(
@@ -518,6 +562,8 @@ def print_report(r: dict[str, Any], out: Any) -> None:
         f"({r['stills_probes']} probe photos, bench/lfw_identification.py's measure)",
         file=out,
     )
+    for line in r["recall_differences"]:
+        print(f"  named by one method: {line}", file=out)
     for line in r["switched_tracks"]:
         print(f"  identity switch: {line}", file=out)
     for line in r["wrong_names"]:
@@ -592,12 +638,14 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
         (t for t in lower if expected_strangers_named(naive_gains, impostors, t) <= ours_rate), lower[-1]
     )
     at_matched = score_naive(naive_seen, videos, shown, float(matched), margin)["appearance_recall"]
+    differences = recall_differences((ours_seen, decisions), naive_seen, videos, shown, threshold, margin)
     return {
         **score_ours(ours_seen, decisions, videos, shown),
         **{f"naive_{k}": v for k, v in naive.items()},
         **expected,
         "naive_matched_threshold": round(float(matched), 4),
         "naive_matched_appearance_recall": at_matched,
+        "recall_differences": differences,
         "fps_ours": round(fps_ours, 2),
         "fps_naive": round(fps_naive, 2),
         "stills_detect_identify_rate": round(stills_rate(pipeline, index, probes, threshold, margin), 4),

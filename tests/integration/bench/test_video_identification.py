@@ -58,6 +58,7 @@ def test_quick_json_has_every_figure_in_range(lfw_dir: Path, mtcnn_weights_dir: 
         assert 0.0 <= report[key] <= 1.0, (key, report[key])
     assert isinstance(report["id_switches"], int) and 0 <= report["id_switches"] <= report["tracks"]
     assert len(report["switched_tracks"]) == report["id_switches"]
+    assert all(" only; naive named " in line for line in report["recall_differences"])
     assert report["fps_ours"] > 0 and report["fps_naive"] > 0
     assert 0 < report["threshold"] < 4 and report["fpir"] == 0.01
     assert report["appearances"] == report["enrolled_appearances"] + report["stranger_appearances"]
@@ -174,3 +175,33 @@ def test_naive_scoring_judges_every_face_on_its_own() -> None:
     ruled = bench.score_naive(seen, [video], shown, threshold=0.55, margin=0.1)
     assert ruled["stranger_named_rate"] == 0.0 and ruled["wrong_name_rate"] == 0.0
     assert ruled["appearance_recall"] == 1.0
+
+
+def test_recall_differences_name_the_appearances_only_one_method_got_and_why() -> None:
+    """Ada is enrolled. The naive loop names her on one face of three (the others are too far or a
+    near-tie) and ours decides her track unknown at 0.62: the line says naive only, 1 of its 3 faces,
+    her closest distance, and our decision. Where both name her, or neither, there is no line."""
+    bench = bench_module()
+    video = two_shot_video(bench)
+    a = np.array([100.0, 100, 200, 230])
+    naive = [
+        bench.Seen(0, 0, a, group=0, name="ada", distance=0.9, second=1.5),
+        bench.Seen(0, 1, a, group=1, name="ada", distance=0.5, second=1.5),
+        bench.Seen(0, 1, a, group=2, name="ada", distance=0.45, second=0.5),  # a near-tie: unknown
+    ]
+    ours_seen = [bench.Seen(0, 0, a, group=4), bench.Seen(0, 1, a, group=4)]
+    unknown = [Decision("0", 4, 0.0, 0.04, None, 0.62, 2, "v", "g")]
+    shown = bench.appearances([video], {"ada"})
+    lines = bench.recall_differences((ours_seen, unknown), naive, [video], shown, 0.55, 0.1)
+    assert lines == [
+        "video 0 appearance 0 (ada, cut): naive only; naive named 1 of its 3 faces right (closest 0.450); "
+        "ours track 4: unknown at 0.620 (2 faces)"
+    ]
+    named = [Decision("0", 4, 0.0, 0.04, "ada", 0.5, 2, "v", "g")]
+    assert bench.recall_differences((ours_seen, named), naive, [video], shown, 0.55, 0.1) == []
+    far = [bench.Seen(0, 0, a, group=0, name="ada", distance=0.9, second=1.5)]
+    lines = bench.recall_differences((ours_seen, named), far, [video], shown, 0.55, 0.1)
+    assert lines == [
+        "video 0 appearance 0 (ada, cut): ours only; naive named 0 of its 1 faces right (closest 0.900); "
+        "ours track 4: ada at 0.500 (2 faces)"
+    ]
