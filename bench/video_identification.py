@@ -669,12 +669,12 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not 0 < args.fpir < 1:  # before the data: a bad argument is said wherever the bench runs
+        print(f"--fpir: expected a fraction between 0 and 1, got {args.fpir}", file=sys.stderr)
+        return 2
     root = args.data / "lfw-deepfunneled"
     if not root.is_dir():
         print(f"LFW not found at {root}; pass --data or set STREAMPROC_SHARED_DATA", file=sys.stderr)
-        return 2
-    if not 0 < args.fpir < 1:
-        print(f"--fpir: expected a fraction between 0 and 1, got {args.fpir}", file=sys.stderr)
         return 2
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-video-ident-") as tmp:
