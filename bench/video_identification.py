@@ -440,9 +440,8 @@ def score_naive(
 
 
 def recall_differences(
-    ours: tuple[list[Seen], list[Decision]],
-    naive_seen: list[Seen],
-    videos: list[Video],
+    ours: tuple[dict[tuple[int, int], Counter[tuple[int, int]]], list[Decision]],
+    naive: tuple[dict[tuple[int, int], Counter[tuple[int, int]]], list[Seen]],
     shown: dict,
     threshold: float,
     margin: float,
@@ -450,10 +449,11 @@ def recall_differences(
     """The enrolled appearances that one method names right and the other does not, each with what
     the naive loop saw (of its faces on the appearance: how many were named right, its closest
     distance to the right person) and what ours decided (each decision on a track holding it:
-    the name or unknown, the track's aggregate distance, the faces aggregated)."""
-    ours_held, naive_held = held_by_group(ours[0], videos), held_by_group(naive_seen, videos)
+    the name or unknown, the track's aggregate distance, the faces aggregated). Each method comes
+    as its ``held_by_group`` and its decisions (ours) or faces (naive)."""
+    (ours_held, decisions), (naive_held, naive_seen) = ours, naive
     said: dict[tuple[int, int], list[Decision]] = {}
-    for d in ours[1]:
+    for d in decisions:
         for a in ours_held.get((int(d.stream_id), d.track_id), {}):
             said.setdefault(a, []).append(d)
     faces: dict[tuple[int, int], list[Seen]] = {}
@@ -624,8 +624,9 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
     impostors = impostor_scores(*nearest_two(gallery, np.array(names), strangers), margin)
     ours_best = best_distances([((int(d.stream_id), d.track_id), d.distance) for d in decisions])
     naive_best = best_distances([((s.video, s.group), s.distance) for s in naive_seen])
-    ours_gains = stranger_gains(shown, held_by_group(ours_seen, videos), ours_best, still)
-    naive_gains = stranger_gains(shown, held_by_group(naive_seen, videos), naive_best, still)
+    ours_held, naive_held = held_by_group(ours_seen, videos), held_by_group(naive_seen, videos)
+    ours_gains = stranger_gains(shown, ours_held, ours_best, still)
+    naive_gains = stranger_gains(shown, naive_held, naive_best, still)
     expected = {
         "expected_stranger_named_rate": round(expected_strangers_named(ours_gains, impostors, threshold), 5),
         "naive_expected_stranger_named_rate": round(
@@ -638,7 +639,9 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
         (t for t in lower if expected_strangers_named(naive_gains, impostors, t) <= ours_rate), lower[-1]
     )
     at_matched = score_naive(naive_seen, videos, shown, float(matched), margin)["appearance_recall"]
-    differences = recall_differences((ours_seen, decisions), naive_seen, videos, shown, threshold, margin)
+    differences = recall_differences(
+        (ours_held, decisions), (naive_held, naive_seen), shown, threshold, margin
+    )
     return {
         **score_ours(ours_seen, decisions, videos, shown),
         **{f"naive_{k}": v for k, v in naive.items()},

@@ -192,15 +192,17 @@ def test_recall_differences_name_the_appearances_only_one_method_got_and_why() -
     ours_seen = [bench.Seen(0, 0, a, group=4), bench.Seen(0, 1, a, group=4)]
     unknown = [Decision("0", 4, 0.0, 0.04, None, 0.62, 2, "v", "g")]
     shown = bench.appearances([video], {"ada"})
-    lines = bench.recall_differences((ours_seen, unknown), naive, [video], shown, 0.55, 0.1)
+    ours_held, naive_held = bench.held_by_group(ours_seen, [video]), bench.held_by_group(naive, [video])
+    lines = bench.recall_differences((ours_held, unknown), (naive_held, naive), shown, 0.55, 0.1)
     assert lines == [
         "video 0 appearance 0 (ada, cut): naive only; naive named 1 of its 3 faces right (closest 0.450); "
         "ours track 4: unknown at 0.620 (2 faces)"
     ]
     named = [Decision("0", 4, 0.0, 0.04, "ada", 0.5, 2, "v", "g")]
-    assert bench.recall_differences((ours_seen, named), naive, [video], shown, 0.55, 0.1) == []
+    assert bench.recall_differences((ours_held, named), (naive_held, naive), shown, 0.55, 0.1) == []
     far = [bench.Seen(0, 0, a, group=0, name="ada", distance=0.9, second=1.5)]
-    lines = bench.recall_differences((ours_seen, named), far, [video], shown, 0.55, 0.1)
+    far_held = bench.held_by_group(far, [video])
+    lines = bench.recall_differences((ours_held, named), (far_held, far), shown, 0.55, 0.1)
     assert lines == [
         "video 0 appearance 0 (ada, cut): ours only; naive named 0 of its 1 faces right (closest 0.900); "
         "ours track 4: ada at 0.500 (2 faces)"
