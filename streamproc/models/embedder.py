@@ -4,8 +4,9 @@ Crops travel to the device as uint8 (a quarter of float32's bytes; pinned memory
 non-blocking copy on CUDA) and are normalised there. On CUDA the model runs under autocast
 (``embedder.precision``: bfloat16 where the GPU has it, else float16), and the rows are normalised
 again in float32; every other device runs float32 throughout. CUDA and CPU run the model in
-channels_last layout: on one CPU core here Inception-ResNet-v1 took 44 ms a face against 60-73 ms
-in NCHW (passes of 64 and 8), MobileFaceNet 9.5-16 against 10-20, with rows equal within 3e-7.
+channels_last layout: on one CPU core here Inception-ResNet-v1 took 44-53 ms a face against 60-73
+ms in NCHW (passes of 64 and 8, two sessions), with rows equal within 3e-7; MobileFaceNet gained
+in one session (9.5-16 against 10-20 ms) and not in the next (9.0-15.6 against 9.1-15.1).
 
 With ``embedder.flip`` (off by default) each crop is also run mirrored and the two rows are
 averaged (test-time augmentation): one model pass of twice the faces. Against 1,680 LFW people it
