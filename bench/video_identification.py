@@ -32,7 +32,11 @@ The naive loop's faces (nearest person, distance, next person's distance) are ca
 rerun with other ``--set`` values only runs ours.
 
     python bench/video_identification.py [--quick] [--json] [--fpir 0.01] [--set track.max_missed=3]
-        [--base embedder.flip=false]
+        [--base embedder.flip=false] [--config configs/realtime.yaml]
+
+``--config`` measures a profile instead of the default config: its detector and model make the
+gallery, the naive loop and ours, and ours runs it whole (``configs/realtime.yaml`` with its own
+MobileFaceNet gallery and threshold).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ import streamproc.runtime.chain as chain_module
 from streamproc import env, scenes
 from streamproc.align import align_faces, crop_landmarks, pick_face
 from streamproc.config import load_config
+from streamproc.errors import ConfigError
 from streamproc.faces import FacePipeline, read_image
 from streamproc.gallery.base import named
 from streamproc.gallery.calibrate import calibrate, impostor_scores, nearest_two
@@ -257,10 +262,17 @@ def recording_aggregates(seen: list[FrameBatch]) -> Iterator[None]:
 
 
 def run_ours(
-    videos: list[Video], pipeline: FacePipeline, index: GalleryIndex, threshold: float, extra: list[str]
+    videos: list[Video],
+    pipeline: FacePipeline,
+    index: GalleryIndex,
+    threshold: float,
+    extra: list[str],
+    profile: Path | None = None,
 ) -> tuple[list[Seen], list[Decision], float]:
     sources = [{"uri": str(video.path), "stream_id": str(v)} for v, video in enumerate(videos)]
-    config = load_config(None, ["sources=" + json.dumps(sources), f"gallery.threshold={threshold}", *extra])
+    config = load_config(
+        profile, ["sources=" + json.dumps(sources), f"gallery.threshold={threshold}", *extra]
+    )
     batches: list[FrameBatch] = []
     with recording_aggregates(batches):
         runner = LocalRunner(config, index=index, detector=pipeline.detector, embedder=pipeline.embedder)
@@ -543,7 +555,8 @@ def print_report(r: dict[str, Any], out: Any) -> None:
     print(
         f"{r['videos']} videos, {r['video_seconds']:.0f} s, {r['appearances']} appearances "
         f"({r['enrolled_appearances']} enrolled, {r['stranger_appearances']} strangers); gallery "
-        f"{r['gallery_size']} people; threshold {r['threshold']:.4f} at FPIR {r['fpir']:g} ({r['threshold_source']})",
+        f"{r['gallery_size']} people; threshold {r['threshold']:.4f} at FPIR {r['fpir']:g} ({r['threshold_source']}); "
+        f"config {r['config']}, model {r['model']}",
         file=out,
     )
     print(f"{'':<44}{'ours':>10}{'naive':>10}", file=out)
@@ -580,6 +593,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--videos", type=int, default=0, help="how many videos (default: 4; --quick: 1)")
     parser.add_argument("--keep", type=Path, help="write the videos here and keep them")
     parser.add_argument(
+        "--config", type=Path, help="a profile to measure instead of the default (e.g. configs/realtime.yaml)"
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override, ours"
     )
     parser.add_argument(
@@ -596,7 +612,7 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
     size = QUICK if args.quick else FULL
     size = dataclasses.replace(size, videos=args.videos or size.videos)
     rng = np.random.default_rng(args.seed)
-    pipeline = FacePipeline(load_config(None, args.base))
+    pipeline = FacePipeline(load_config(args.config, args.base))
     cast = make_cast(root, size, rng)
     names = sorted(cast.gallery)
     gallery = cached_embeddings(pipeline, [cast.gallery[n] for n in names], "gallery")
@@ -612,7 +628,9 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
     every = sorted(p for ps in cast.probes.values() for p in ps)
     sample = [every[i] for i in np.random.default_rng(args.seed).permutation(len(every))[: size.stills]]
     probes = {"stills": sample, "shown": sorted(set(in_videos) - set(sample))}
-    ours_seen, decisions, fps_ours = run_ours(videos, pipeline, index, threshold, [*args.base, *args.set])
+    ours_seen, decisions, fps_ours = run_ours(
+        videos, pipeline, index, threshold, [*args.base, *args.set], args.config
+    )
     naive_seen, fps_naive = run_naive(videos, pipeline, index)
     shown = appearances(videos, set(names))
     naive = score_naive(naive_seen, videos, shown, threshold, margin)
@@ -664,6 +682,7 @@ def measure(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any
         "enrolled_appearances": sum(s.enrolled for s in shown.values()),
         "stranger_appearances": sum(not s.enrolled for s in shown.values()),
         "model": pipeline.embedder.card.key,
+        "config": str(args.config) if args.config else "default",
         "alignment": pipeline.config.align.mode,
         "quick": args.quick,
     }
@@ -674,6 +693,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not 0 < args.fpir < 1:  # before the data: a bad argument is said wherever the bench runs
         print(f"--fpir: expected a fraction between 0 and 1, got {args.fpir}", file=sys.stderr)
+        return 2
+    try:
+        load_config(args.config, [*args.base, *args.set])
+    except ConfigError as exc:
+        print(f"--config/--base/--set: {exc}", file=sys.stderr)
         return 2
     root = args.data / "lfw-deepfunneled"
     if not root.is_dir():

@@ -61,6 +61,7 @@ def test_quick_json_has_every_figure_in_range(lfw_dir: Path, mtcnn_weights_dir: 
     assert all(" only; naive named " in line for line in report["recall_differences"])
     assert report["fps_ours"] > 0 and report["fps_naive"] > 0
     assert 0 < report["threshold"] < 4 and report["fpir"] == 0.01
+    assert report["config"] == "default" and report["model"].startswith("facenet-irv1-128")
     assert report["appearances"] == report["enrolled_appearances"] + report["stranger_appearances"]
     assert report["enrolled_appearances"] >= 1 and report["stranger_appearances"] >= 1
     assert report["decisions_per_appearance"] == pytest.approx(report["decisions"] / report["appearances"])
@@ -75,6 +76,11 @@ def test_quick_json_has_every_figure_in_range(lfw_dir: Path, mtcnn_weights_dir: 
     [
         (["--fpir", "1.5"], "--fpir: expected a fraction between 0 and 1, got 1.5"),
         (["--data", "/nonexistent/lfw"], "LFW not found at /nonexistent/lfw/lfw-deepfunneled"),
+        (["--config", "/nonexistent/profile.yaml"], "config file /nonexistent/profile.yaml does not exist"),
+        (
+            ["--set", "detect.every_k_frames=0"],
+            "detect.every_k_frames: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str) -> None:
