@@ -8,14 +8,19 @@ import json
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from streamproc.commands.gallery import enroll_people
 from streamproc.config import load_config
-from streamproc.faces import FacePipeline
+from streamproc.demo_video import face_sprite
+from streamproc.faces import FacePipeline, read_image
 from streamproc.runtime.local import LocalRunner
+from streamproc.sources.synth import write_video
 
-from .conftest import Gallery
+from .conftest import FPS, HEIGHT, SPRITE, WIDTH, Gallery
 
 PROFILE = Path(__file__).resolve().parents[3] / "configs" / "realtime.yaml"
+SWAP_FRAME = 90  # the newcomer's first frame
 
 
 def test_realtime_profile_names_everyone_shown(
@@ -44,3 +49,46 @@ def test_realtime_profile_names_everyone_shown(
         named
     )  # everyone enrolled, after same-place cuts; the stranger unknown
     assert all(d.model_version == d.gallery_version == "mfn192" for d in summary.decisions)
+
+
+def test_realtime_profile_splits_a_track_when_the_next_person_takes_the_place_after_the_budget(
+    gallery: Gallery, celebrity_dir: Path, face_pipeline: FacePipeline, tmp_path: Path
+) -> None:
+    """The profile's own settings (a pass every 10th frame, 5 faces embedded a track): one person
+    stands long enough to use up the track's budget, then another takes their place between two
+    detection passes, on the same background (no shot cut to see) and shows for two passes before
+    the video ends. The appearance guard must see the newcomer's first face: with one face in four
+    checked, the newcomer's two faces went unembedded, kept the first person's track and name, and
+    the newcomer was never named."""
+    first, second = "ben_afflek", "jerry_seinfeld"
+    sprites = {
+        p: face_sprite(face_pipeline.detector, read_image(sorted((celebrity_dir / "val" / p).iterdir())[0]))
+        for p in (first, second)
+    }
+    background = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
+    background[:, :, 1] = np.linspace(60, 160, WIDTH).astype(np.uint8)[None, :]
+    frames = []
+    for i in range(SWAP_FRAME + 18):  # passes at frames 0, 10, ..., 80 (9 faces), then 90 and 100
+        frame = background.copy()
+        x = 40 + i  # a slow walk: one box, one track, across the swap
+        frame[60 : 60 + SPRITE, x : x + SPRITE] = sprites[first if i < SWAP_FRAME else second]
+        frames.append(frame)
+    video = write_video(tmp_path / "swap.mp4", frames, FPS)
+    config = load_config(
+        PROFILE,
+        [
+            f"gallery.url={json.dumps(gallery.url)}",
+            f"gallery.prefix=rt-{uuid.uuid4().hex[:8]}",
+            "sources=" + json.dumps([{"uri": str(video), "stream_id": "swap"}]),
+        ],
+    )
+    train = celebrity_dir / "train"
+    assert (
+        enroll_people(config, {p: sorted((train / p).iterdir())[:4] for p in gallery.people}, quiet=True) == 0
+    )
+    summary = LocalRunner(config).run()
+    assert summary.ok
+    named = {d.identity: d for d in summary.decisions}
+    assert second in named, summary.decisions  # on its own track, from its first face on
+    assert named[second].track_id != named[first].track_id
+    assert named[second].first_pts >= SWAP_FRAME / FPS
