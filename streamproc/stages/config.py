@@ -112,10 +112,11 @@ class TrackConfig(Section):
         "mean embedding starts a new track, and the old one is decided; None = boxes only",
     )
     check_every: int = Field(
-        5,
+        1,
         ge=1,
         description="after a track's first aggregate.n_frames embedded faces, embed one face in this "
-        "many so the appearance check goes on",
+        "many so the appearance check goes on (1: every face; with more, a newcomer who takes a "
+        "person's place for fewer passes keeps that person's track and name)",
     )
 
 

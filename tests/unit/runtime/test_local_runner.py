@@ -234,8 +234,8 @@ def test_metrics_are_recorded(videos: dict[str, Path]) -> None:
     assert (
         recorder.value("decisions_total", stream="a", known="true", kind="decision", model_version="t1") == 1
     )
-    # the first n_frames=4 faces, then one in track.check_every=5 of the 6 after them
-    assert recorder.value("faces_embedded_total", stream="a", model_version="t1") == 5
+    # the first n_frames=4 faces, then every one of the 6 after them for the appearance check
+    assert recorder.value("faces_embedded_total", stream="a", model_version="t1") == 10
     assert recorder.value("stage_seconds", stage="detect", stream="a") == 3  # one observation per batch
     assert recorder.value("match_distance") == 1  # the first batch filled the window: one decision
 

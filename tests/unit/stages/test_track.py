@@ -248,7 +248,10 @@ def test_needs_embedding_budget(
     n_frames: int, recheck: bool, min_quality: float, quality: list[float], needs: list[bool]
 ) -> None:
     aggregate = AggregateConfig(n_frames=n_frames, min_frames=1, recheck=recheck, min_quality=min_quality)
-    tracker = TrackStage(TrackConfig(), detect=DetectStageConfig(every_k_frames=1), aggregate=aggregate)
+    # past the budget one face in 5 is checked: none of the 2 after it here (the default checks every face)
+    tracker = TrackStage(
+        TrackConfig(check_every=5), detect=DetectStageConfig(every_k_frames=1), aggregate=aggregate
+    )
     script = [[square(10 + f)] for f in range(5)]
     result = run(tracker, script, batch_size=2, quality=[[q] for q in quality])
     assert [frame[0] for frame in result.needs] == needs
