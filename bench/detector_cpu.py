@@ -2,8 +2,8 @@
 
 The earlier forms are the same weights and code (1) with the nets in NCHW layout (now
 channels_last) and every pyramid level resized from the frame, (2) in channels_last with every
-level still resized from the frame (now a level is made from a level at least 4x its size,
-``MTCNN.pyramid_reuse``), and (3) with P-Net on whole levels and R-Net / O-Net on 2048 / 512 crops
+level still resized from the frame (now a level 16x smaller or more is read off the frame's integral
+image, ``MTCNN.pyramid_integral``), and (3) with P-Net on whole levels and R-Net / O-Net on 2048 / 512 crops
 a pass (now 64-row bands of a level and 128 / 32 crops, sized for the CPU's caches), so the ratios
 are what each change bought. Also the shot-cut thumbnail that every decoded frame goes through: a
 bilinear grid of the frame (now) against all its pixels (before).
@@ -11,8 +11,8 @@ bilinear grid of the frame (now) against all its pixels (before).
 Frames: every 5th frame of the 1080p street video (default config: faces from 20 px) and the same
 frames shrunk to 640x360 (the real-time profile: faces from 40 px). Prints ms a frame each way,
 the ratios, and the faces found each way (no change is bit-identical: the layouts and pass sizes
-sum in another order, and a level resized from a level differs from one resized from the frame by
-about a grey level).
+sum in another order, and a level read off the integral image differs from OpenCV's by one grey
+level where its mean is a tie).
 
     python bench/detector_cpu.py [--json out/detector_cpu.json]
 """
@@ -65,7 +65,7 @@ def compare(name: str, config_path: Path | None, frames: list[np.ndarray], repea
     nets = (detector.pnet, detector.rnet, detector.onet)
     shipped_input = mtcnn.to_input
 
-    def form(channels_last: bool, reuse: float, passes: tuple[int, int, int | None]) -> None:
+    def form(channels_last: bool, integral: float, passes: tuple[int, int, int | None]) -> None:
         layout = torch.channels_last if channels_last else torch.contiguous_format
         for net in nets:
             net.to(memory_format=layout)  # type: ignore[call-overload]
@@ -74,7 +74,7 @@ def compare(name: str, config_path: Path | None, frames: list[np.ndarray], repea
             if channels_last
             else lambda pixels, device: shipped_input(pixels, device).contiguous()
         )
-        detector.pyramid_reuse = reuse
+        detector.pyramid_integral = integral
         detector.rnet_chunk, detector.onet_chunk, detector.pnet_band = passes
 
     shipped_passes = (detector.rnet_chunk, detector.onet_chunk, detector.pnet_band)
@@ -82,8 +82,8 @@ def compare(name: str, config_path: Path | None, frames: list[np.ndarray], repea
     forms: dict[str, tuple[bool, float, tuple[int, int, int | None]]] = {
         "earlier": (False, math.inf, whole),
         "levels_from_frame": (True, math.inf, whole),
-        "whole_passes": (True, mtcnn.MTCNN.pyramid_reuse, whole),
-        "now": (True, mtcnn.MTCNN.pyramid_reuse, shipped_passes),
+        "whole_passes": (True, mtcnn.MTCNN.pyramid_integral, whole),
+        "now": (True, mtcnn.MTCNN.pyramid_integral, shipped_passes),
     }
     best = dict.fromkeys(forms, math.inf)
     faces = {}

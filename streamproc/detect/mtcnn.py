@@ -148,32 +148,76 @@ def pyramid_scales(height: int, width: int, min_face_size: float, factor: float)
 
 
 def pyramid(
-    image: np.ndarray, sizes: list[tuple[int, int]], reuse_from: float = 4.0, min_source: int = 200
+    image: np.ndarray, sizes: list[tuple[int, int]], integral_from: float = 16.0, min_image: int = 1 << 17
 ) -> list[np.ndarray]:
-    """The image area-resized to each (width, height), largest first. A level is resized from the
-    smallest level already made that is at least ``reuse_from`` times its width and height and at
-    least ``min_source`` pixels on its shorter side, else from the image.
+    """The image area-averaged to each (width, height), largest first, as ``cv2.INTER_AREA`` makes
+    them from the image. A level at least ``integral_from`` times smaller in area, of an image of at
+    least ``min_image`` pixels, is read off the image's integral (``area_average``), else resized.
 
-    Area resizing costs about the source's pixels, so a 1080p pyramid made only from the frame pays
-    for twelve full frames. From a large level at a step of 4x or more, the average of averages stays
-    within about a grey level of the direct one (``tests/unit/detect/test_mtcnn.py``); small levels
-    are cheap to make from the image, and a photo of LFW's size (250x250) gets exactly the levels it
-    always had.
+    OpenCV's area resize at a non-integer step costs the image's pixels whatever the level's size:
+    eight levels of a 640x480 frame cost eight frames. The integral costs one frame and each level
+    its own pixels, with the same averages (they differ only where an average is a tie half way
+    between two grey levels, by one). Under ``min_image`` there is little to gain (a 250x250 photo's
+    pyramid took about 2 ms either way on one core here), and the levels are made as they always
+    were, so a photo of LFW's size gets them bit for bit.
 
     >>> [level.shape for level in pyramid(np.zeros((100, 200, 3), np.uint8), [(120, 60), (25, 12)])]
     [(60, 120, 3), (12, 25, 3)]
     """
-    levels: list[np.ndarray] = []
-    for width, height in sizes:
-        big = [
-            lv
-            for lv in levels
-            if min(lv.shape[:2]) >= min_source
-            and min(lv.shape[1] / width, lv.shape[0] / height) >= reuse_from
-        ]
-        source = big[-1] if big else image
-        levels.append(cv2.resize(source, (width, height), interpolation=cv2.INTER_AREA))
+    height, width = image.shape[:2]
+    integral: np.ndarray | None = None
+    levels = []
+    for w, h in sizes:
+        if height * width >= max(min_image, integral_from * w * h):
+            if integral is None:
+                integral = integral_image(image)
+            levels.append(area_average(integral, w, h))
+        else:
+            levels.append(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
     return levels
+
+
+def integral_image(image: np.ndarray) -> np.ndarray:
+    """``cv2.integral`` of an (H, W, C) uint8 image: (H + 1, W + 1, C) sums, int32 where they fit
+    (frames up to 4K), else float64."""
+    height, width = image.shape[:2]
+    sums = cv2.integral(image, sdepth=cv2.CV_32S if height * width * 255 < 2**31 else cv2.CV_64F)
+    return sums.reshape(height + 1, width + 1, -1)  # one channel comes back 2-D
+
+
+def area_average(integral: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The image behind ``integral`` area-averaged to (width, height) uint8, each output pixel the
+    mean over its 1/width x 1/height share of the image, pixels cut at its edges counting by the
+    part inside (``cv2.INTER_AREA``'s weights). Its sum is read at the share's four corners: each
+    pixel is constant over its square, so the integral is exactly bilinear between the points
+    ``cv2.integral`` gives. Costs the output's pixels, not the image's.
+
+    >>> image = np.arange(12, dtype=np.uint8).reshape(2, 6, 1) * 10  # column means 30, 40, ..., 80
+    >>> area_average(integral_image(image), 4, 1)[..., 0]  # (30 + 40 / 2) / 1.5, (40 / 2 + 50) / 1.5, ...
+    array([[33, 47, 63, 77]], dtype=uint8)
+    """
+    rows, cols, channels = integral.shape[0] - 1, integral.shape[1] - 1, integral.shape[2]
+    y, fy = _corners(rows, height)
+    x, fx = _corners(cols, width)
+    stride = (cols + 1) * channels
+    at = (y[:, None, None] * stride + x[None, :, None] * channels + np.arange(channels)).ravel()
+    flat = integral.ravel()
+    top, right, below, diagonal = (flat.take(at + step) for step in (0, channels, stride, stride + channels))
+    fx = np.broadcast_to(fx[None, :, None], (height + 1, width + 1, channels)).ravel()
+    upper = top + fx * (right - top)
+    lower = below + fx * (diagonal - below)
+    fy = np.repeat(fy, (width + 1) * channels)
+    sums = (upper + fy * (lower - upper)).reshape(height + 1, width + 1, channels)
+    box = sums[1:, 1:] - sums[1:, :-1] - sums[:-1, 1:] + sums[:-1, :-1]
+    box *= width * height / (cols * rows)
+    return np.clip(np.rint(box, out=box), 0, 255).astype(np.uint8)
+
+
+def _corners(pixels: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cell edges ``k * pixels / cells`` (k = 0..cells) as a whole pixel and the fraction past it."""
+    edge = np.arange(cells + 1) * (pixels / cells)
+    whole = np.minimum(edge.astype(np.int64), pixels - 1)
+    return whole, edge - whole
 
 
 @dataclass
@@ -262,7 +306,7 @@ class MTCNN(Detector):
     rnet_chunk = 2048  # crops per R-Net forward pass (CPU: 128)
     onet_chunk = 512  # crops per O-Net forward pass (CPU: 32)
     pnet_band: int | None = None  # P-Net output rows per forward pass (CPU: 64); None: the whole level
-    pyramid_reuse = 4.0  # see ``pyramid``; inf: every level from the image
+    pyramid_integral = 16.0  # see ``pyramid``; inf: every level resized from the image
 
     def __init__(self, config: DetectorConfig, weights_dir: Path) -> None:
         self.config = config
@@ -315,7 +359,7 @@ class MTCNN(Detector):
             scales = pyramid_scales(height, width, min_face, self.config.scale_factor)
             sizes = [(math.ceil(width * scale), math.ceil(height * scale)) for scale in scales]
             # every level of every image is kept until its pass: about 0.7 of a frame each at 1080p
-            levels = {i: pyramid(images[i], sizes, self.pyramid_reuse) for i in members}
+            levels = {i: pyramid(images[i], sizes, self.pyramid_integral) for i in members}
             for k, (scale, size) in enumerate(zip(scales, sizes, strict=True)):
                 per_pass = max(1, self.pnet_pixels // (size[0] * size[1]))
                 for start in range(0, len(members), per_pass):
