@@ -274,6 +274,23 @@ def test_cache_sized_passes_find_the_faces_of_whole_passes(detector, shared_data
     assert_same_faces(small, whole)
 
 
+def test_levels_from_the_integral_find_the_faces_of_levels_resized_from_the_frame(detector, shared_data):
+    """The street frame shrunk to 640x480 (as the real-time profile's frames) and whole: the faces
+    found with the small levels read off the integral image against every level resized from the
+    frame (the levels differ by one grey level at ties; the faces did not move)."""
+    frame = street_frame(shared_data)
+    for image in (cv2.resize(frame, (640, 480), interpolation=cv2.INTER_AREA), frame):
+        assert detector.pyramid_integral == 16.0
+        found = detector([image])[0]
+        detector.pyramid_integral = float("inf")
+        try:
+            resized = detector([image])[0]
+        finally:
+            detector.pyramid_integral = MTCNN.pyramid_integral
+        assert len(found) >= 3
+        assert_same_faces(found, resized)  # measured: the same boxes and scores, bit for bit
+
+
 def test_build_detector(mtcnn_weights_dir):
     assert isinstance(build_detector(DetectorConfig(kind="mtcnn"), mtcnn_weights_dir), MTCNN)
 
