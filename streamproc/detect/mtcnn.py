@@ -200,14 +200,12 @@ def area_average(integral: np.ndarray, width: int, height: int) -> np.ndarray:
     y, fy = _corners(rows, height)
     x, fx = _corners(cols, width)
     stride = (cols + 1) * channels
-    at = (y[:, None, None] * stride + x[None, :, None] * channels + np.arange(channels)).ravel()
+    at = y[:, None, None] * stride + x[None, :, None] * channels + np.arange(channels)  # (h+1, w+1, C)
     flat = integral.ravel()
     top, right, below, diagonal = (flat.take(at + step) for step in (0, channels, stride, stride + channels))
-    fx = np.broadcast_to(fx[None, :, None], (height + 1, width + 1, channels)).ravel()
+    fx, fy = fx[None, :, None], fy[:, None, None]
     upper = top + fx * (right - top)
-    lower = below + fx * (diagonal - below)
-    fy = np.repeat(fy, (width + 1) * channels)
-    sums = (upper + fy * (lower - upper)).reshape(height + 1, width + 1, channels)
+    sums = upper + fy * (below + fx * (diagonal - below) - upper)
     box = sums[1:, 1:] - sums[1:, :-1] - sums[:-1, 1:] + sums[:-1, :-1]
     box *= width * height / (cols * rows)
     return np.clip(np.rint(box, out=box), 0, 255).astype(np.uint8)

@@ -203,8 +203,9 @@ def test_area_average_of_a_frame_whose_sums_overflow_int32():
 def test_pyramid_from_the_integral_matches_opencv_from_the_frame(shared_data):
     """A real 1080p street frame and a 640x480 copy, with the default pyramid (faces from 20 px) and
     the real-time profile's (40 px): each level within one grey level of OpenCV's area resize of the
-    frame, and off by one only at ties (measured: at most 3% of a level's pixels, in levels of a
-    few hundred pixels); with ``integral_from`` infinite, OpenCV's exactly."""
+    frame, and off by one only at ties (measured on this frame: at most 0.05% of a level's pixels; on
+    a synthetic 640x480 frame with flat areas, up to 3%); with ``integral_from`` infinite, OpenCV's
+    exactly."""
     frame = street_frame(shared_data)
     for image in (frame, cv2.resize(frame, (640, 480), interpolation=cv2.INTER_AREA)):
         for min_face in (20, 40):
@@ -212,7 +213,7 @@ def test_pyramid_from_the_integral_matches_opencv_from_the_frame(shared_data):
             direct = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for size in sizes]
             for level, d in zip(pyramid(image, sizes), direct, strict=True):
                 diff = np.abs(level.astype(int) - d.astype(int))
-                assert diff.max() <= 1 and diff.mean() <= 0.05, d.shape
+                assert diff.max() <= 1 and diff.mean() <= 0.005, d.shape
             never = pyramid(image, sizes, integral_from=float("inf"))
             assert all(np.array_equal(a, b) for a, b in zip(never, direct, strict=True))
 
