@@ -53,6 +53,7 @@ def set_threads(threads: int) -> None:
 class _Request:
     items: Any  # an array or Crops: anything with len() that ``merge`` can join
     future: asyncio.Future[np.ndarray]
+    arrived: float  # loop time of the submit
 
 
 class MicroBatcher:
@@ -86,7 +87,8 @@ class MicroBatcher:
             self._arrived = asyncio.Event()
             self._worker = loop.create_task(self._run())
         assert self._arrived is not None
-        request = _Request(items if isinstance(items, Crops) else np.asarray(items), loop.create_future())
+        items = items if isinstance(items, Crops) else np.asarray(items)
+        request = _Request(items, loop.create_future(), loop.time())
         self._queue.append(request)
         self._arrived.set()
         return await request.future
@@ -99,7 +101,12 @@ class MicroBatcher:
         assert self._arrived is not None
         while True:
             await self._arrived.wait()
-            deadline = loop.time() + self.max_wait_s
+            if not self._queue:
+                self._arrived.clear()
+                continue
+            # the oldest request's wait started when it arrived, not when the model was last free:
+            # what queued during a model call goes as soon as the call ends, once it has waited enough
+            deadline = self._queue[0].arrived + self.max_wait_s
             while self._queued() < self.max_items and (left := deadline - loop.time()) > 0:
                 self._arrived.clear()
                 try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -62,6 +63,33 @@ def test_a_model_error_reaches_every_caller_of_that_batch() -> None:
 
     results = asyncio.run(main())
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_a_request_that_waited_through_a_model_call_goes_when_the_call_ends() -> None:
+    """Its wait counts from its arrival: the next call starts when the model is free, without a
+    second ``max_wait_s``, so a request that comes later goes in a call of its own.
+
+    The model takes 0.8 s a call and a batch waits at most 0.3 s: C comes during the first call,
+    so its wait is over when that call ends; D comes 0.15 s after. Counting C's wait from the end
+    of the call instead held C until D joined it ([2, 2])."""
+    seen: list[list[float]] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        seen.append(x[:, 0].tolist())
+        time.sleep(0.8)
+        return x
+
+    batcher = MicroBatcher(model, max_items=2, max_wait_s=0.3)
+
+    async def later(delay: float, value: float) -> np.ndarray:
+        await asyncio.sleep(delay)
+        return await batcher.submit(np.full((1, 2), value, np.float32))
+
+    async def main() -> None:
+        await asyncio.gather(later(0, 0), later(0, 1), later(0.05, 2), later(0.95, 3))
+
+    asyncio.run(main())
+    assert seen == [[0.0, 1.0], [2.0], [3.0]]
 
 
 @pytest.mark.parametrize(
