@@ -100,10 +100,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         assert self._arrived is not None
         while True:
-            await self._arrived.wait()
-            if not self._queue:
-                self._arrived.clear()
-                continue
+            await self._arrived.wait()  # set only while requests queue
             # the oldest request's wait started when it arrived, not when the model was last free:
             # what queued during a model call goes as soon as the call ends, once it has waited enough
             deadline = self._queue[0].arrived + self.max_wait_s
